@@ -1,0 +1,625 @@
+"""Interval jobs and background tasks for Flask, in one file.
+
+Run a function every hour, the first time right now, and run slow work
+after the response, without cron, a job store or a scheduler package::
+
+    from flask import Flask
+    from flask_ticker import Ticker, run_in_background
+
+    app = Flask(__name__)
+    ticker = Ticker(app)
+
+    @ticker.every(3600)              # now, then every hour
+    def refresh_cache():
+        ...
+
+    @app.post("/signup")
+    def signup():
+        run_in_background(send_welcome_mail, request.form["email"])
+        return "ok"
+
+Each run happens in a fresh app context on a small pool of daemon threads.
+Runs follow a fixed-rate grid on ``time.monotonic()``: they do not drift,
+do not overlap, and runs missed while the process slept coalesce into one.
+A failing run is logged (logger ``flask_ticker``) and the job keeps its
+schedule.  ``ticker.stop()`` runs at interpreter exit and waits up to
+``TICKER_SHUTDOWN_TIMEOUT`` for work already started.
+
+Limits: jobs live in memory, in one process.  There is no cron syntax, no
+persistence across restarts and no retry; a run that throws waits for its
+next tick.  A ticker serves one app at a time.
+"""
+# SPDX-License-Identifier: MIT
+from __future__ import annotations
+
+import atexit
+import functools
+import heapq
+import itertools
+import logging
+import math
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from concurrent.futures import Future
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+import click
+from flask import Flask, current_app, has_app_context
+from flask.cli import run_command
+from flask.helpers import get_debug_flag
+
+__version__ = "0.1.0"
+__all__ = ["Ticker", "Job", "run_in_background"]
+
+logger = logging.getLogger("flask_ticker")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _readonly(attr: str, doc: str) -> property:
+    return property(lambda self: getattr(self, attr), doc=doc)
+
+# Tickers to stop at interpreter exit; weak, so that apps a test suite
+# drops are not kept alive by this module.
+_tickers: weakref.WeakSet[Ticker] = weakref.WeakSet()
+
+
+class Job:
+    """One function on a fixed-rate schedule; returned by `Ticker.every`.
+
+    The k-th run is due at ``first_due + k * interval``.  Read the
+    attributes for its state; change it with `pause`, `resume`, `cancel`.
+    """
+
+    def __init__(self, ticker: Ticker, func: Callable[..., Any], interval: float,
+                 name: str, run_now: bool, args: tuple, kwargs: dict) -> None:
+        self._ticker = ticker
+        self._func, self._args, self._kwargs = func, args, kwargs
+        self._name = name
+        self._interval = interval
+        self._run_now = run_now
+        self._runs = self._failures = self._skipped = 0
+        self._last_run: datetime | None = None
+        self._last_duration: float | None = None
+        self._last_error: str | None = None
+        self._paused = False
+        self._running = False
+        # Scheduler state, guarded by the ticker's lock: the grid's origin
+        # and index, and the sequence number of this job's live heap entry.
+        self._origin = 0.0
+        self._index = 0
+        self._due: float | None = None
+        self._seq: int | None = None
+        self._lagging = False  # warned about this overrun streak already
+
+    name = _readonly("_name", "Unique within its ticker.")
+    interval = _readonly("_interval", "Seconds between due times, a float.")
+    runs = _readonly("_runs", "Runs finished, failed or not.")
+    failures = _readonly("_failures", "Runs that raised.")
+    skipped = _readonly("_skipped", "Due times passed over: the previous run was"
+                        " still going, or the process was not scheduled.")
+    last_run = _readonly("_last_run", "When the last run started, in UTC.")
+    last_duration = _readonly("_last_duration", "How long the last run took, in seconds.")
+    last_error = _readonly("_last_error", "'Type: message' of the last failure, or None.")
+    running = _readonly("_running", "Whether a run is queued or in progress.")
+    paused = _readonly("_paused", "Whether `pause` holds it.")
+
+    @property
+    def next_run(self) -> datetime | None:
+        """When the next run is due, in UTC; None while paused or stopped."""
+        due = self._due
+        if due is None:
+            return None
+        return datetime.now(timezone.utc) + timedelta(seconds=due - self._ticker._clock())
+
+    def pause(self) -> None:
+        """Stop starting runs until `resume`; a run in progress finishes."""
+        with self._ticker._lock:
+            self._paused = True
+            self._ticker._unschedule(self)
+
+    def resume(self) -> None:
+        """Start runs again, on the same grid: the next due tick, not now."""
+        ticker = self._ticker
+        with ticker._lock:
+            if not self._paused:
+                return
+            self._paused = False
+            if ticker.running and ticker._jobs.get(self.name) is self:
+                ahead = math.ceil((ticker._clock() - self._origin) / self._interval)
+                ticker._schedule(self, max(ahead, self._index))
+                ticker._wakeup.set()
+
+    def cancel(self) -> None:
+        """Remove the job from its ticker; a run in progress finishes."""
+        ticker = self._ticker
+        with ticker._lock:
+            if ticker._jobs.get(self.name) is self:
+                del ticker._jobs[self.name]
+                ticker._unschedule(self)
+
+    def run(self) -> Any:
+        """Run once now in this thread, inside the app context.
+
+        Counts in the stats like a scheduled run, returns what the function
+        returns and raises what it raises.  Meant for tests and one-offs.
+        """
+        with self._ticker._lock:
+            if self._running:
+                raise RuntimeError(f"job {self.name!r} is already running")
+            self._running = True
+        try:
+            return self._call()
+        finally:
+            self._release()
+
+    def _call(self) -> Any:
+        app = self._ticker.app
+        if app is None:
+            raise RuntimeError(
+                f"job {self.name!r} cannot run: no Flask app is bound to its ticker;"
+                " pass the app to Ticker(app) or call ticker.init_app(app)")
+        clock = self._ticker._clock
+        started = clock()
+        self._last_run = datetime.now(timezone.utc)
+        try:
+            with app.app_context():
+                return self._func(*self._args, **self._kwargs)
+        except BaseException as exc:
+            self._failures += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._runs += 1
+            self._last_duration = clock() - started
+
+    def _run_scheduled(self) -> None:
+        try:
+            self._call()
+        except BaseException:
+            logger.exception("job %r failed; it keeps its schedule", self.name)
+
+    def _release(self, _future: object = None) -> None:
+        self._running = False
+
+    def __repr__(self) -> str:
+        due = self._due
+        when = "paused" if self._paused else "not scheduled" if due is None else \
+            f"next in {_seconds(max(0.0, due - self._ticker._clock()))}"
+        return (f"<Job {self.name!r} every {_seconds(self.interval)}, {when},"
+                f" runs={self.runs} failures={self.failures} skipped={self.skipped}>")
+
+
+class Ticker:
+    """Runs `Job` s on one daemon thread for one Flask app.
+
+    ``Ticker(app)`` or ``Ticker()`` then ``init_app(app)``.  ``clock`` is
+    the monotonic time source, in seconds; tests pass a fake one.
+    """
+
+    def __init__(self, app: Flask | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.app: Flask | None = None
+        self._clock = clock
+        # Guards the jobs, the heap and every job's scheduler state.  No
+        # user code runs while it is held.
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._heap: list[tuple[float, int, Job]] = []
+        self._seqs = itertools.count()
+        self._wakeup = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._job_pool = _Pool("flask-ticker-job", 4)
+        self._task_pool = _Pool("flask-ticker-task", 4)
+        self._shutdown_timeout: float | None = 10.0
+        # A ticker dropped without stop() (a test that made many apps) must
+        # not leave its threads behind.  Not at exit: atexit stops it then.
+        weakref.finalize(self, _abandon, self._wakeup, self._job_pool,
+                         self._task_pool).atexit = False
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Bind the ticker to ``app`` and, unless disabled, start it.
+
+        Reads these keys from ``app.config`` (set them before this call):
+
+        - ``TICKER_ENABLED`` (True): start automatically in the process that
+          serves the app.  False registers jobs without running them.
+        - ``TICKER_MAX_WORKERS`` (4): threads that run jobs at once, and
+          threads that run background tasks at once.
+        - ``TICKER_SHUTDOWN_TIMEOUT`` (10): seconds `stop` waits at exit for
+          running jobs and background tasks.
+
+        Binding another app moves the ticker: it stops serving the first.
+        """
+        other = app.extensions.get("ticker")
+        if other is self:
+            return
+        if other is not None:
+            raise RuntimeError(
+                "A 'Ticker' instance has already been registered on this Flask app."
+                " Import and use that instance instead.")
+        config = app.config
+        config.setdefault("TICKER_ENABLED", True)
+        config.setdefault("TICKER_MAX_WORKERS", 4)
+        config.setdefault("TICKER_SHUTDOWN_TIMEOUT", 10.0)
+        workers = config["TICKER_MAX_WORKERS"]
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"TICKER_MAX_WORKERS must be an int >= 1, got {workers!r}")
+        timeout = config["TICKER_SHUTDOWN_TIMEOUT"]
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(
+                timeout, (int, float)) or not timeout >= 0):
+            raise ValueError("TICKER_SHUTDOWN_TIMEOUT must be seconds >= 0 or None,"
+                             f" got {timeout!r}")
+        if self.app is not None:
+            self.stop(self._shutdown_timeout)
+        self._job_pool.max_workers = self._task_pool.max_workers = workers
+        self._job_pool.closed = self._task_pool.closed = False
+        self._shutdown_timeout = timeout
+        app.extensions["ticker"] = self
+        self.app = app
+        _tickers.add(self)
+        if config["TICKER_ENABLED"]:
+            self._start_when_serving(app)
+
+    # -- registering jobs --
+
+    def every(self, interval: float | timedelta, func: Callable[..., Any] | None = None, *,
+              name: str | None = None, run_now: bool = True,
+              args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Any:
+        """Run ``func`` every ``interval`` seconds (a number or a timedelta).
+
+        With ``run_now`` the first run is due when the ticker starts (or at
+        once, if it has started), else one interval later.  ``name``
+        defaults to the function's qualified name and is unique per ticker.
+        Returns the `Job`; without ``func``, a decorator that registers the
+        function and returns it unchanged.
+        """
+        label = name if name is not None or func is None else _name(func)
+        seconds = _check_interval(interval, label)
+        if func is None:
+            def register(f: F) -> F:
+                self.every(seconds, f, name=name, run_now=run_now, args=args, kwargs=kwargs)
+                return f
+            return register
+        if not callable(func):
+            raise TypeError(f"every(): func for job {name!r} must be callable, got {func!r}")
+        name = _name(func) if name is None else name
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"every(): name must be a non-empty str, got {name!r}")
+        if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
+            raise TypeError(f"every(): args for job {name!r} must be a tuple, got {args!r}")
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise TypeError(f"every(): kwargs for job {name!r} must be a dict, got {kwargs!r}")
+        job = Job(self, func, seconds, name, bool(run_now), tuple(args), dict(kwargs or {}))
+        with self._lock:
+            if name in self._jobs:
+                raise ValueError(
+                    f"every(): a job named {name!r} is already registered on this ticker;"
+                    " pass name= to register another")
+            self._jobs[name] = job
+            if self.running:
+                self._plan(job, self._clock())
+                self._wakeup.set()
+        return job
+
+    @property
+    def jobs(self) -> list[Job]:
+        """The registered jobs, in registration order."""
+        with self._lock:
+            return list(self._jobs.values())
+
+    def get(self, name: str) -> Job | None:
+        """The job called ``name``, or None."""
+        return self._jobs.get(name)
+
+    # -- starting and stopping --
+
+    @property
+    def running(self) -> bool:
+        """Whether the scheduler thread is running."""
+        return self._thread is not None
+
+    def start(self) -> None:
+        """Start the scheduler thread; jobs with ``run_now`` run at once.
+
+        Idempotent.  A stopped ticker can be started again.
+        """
+        with self._lock:
+            if self._thread is not None:
+                return
+            if self.app is None:
+                raise RuntimeError("Ticker.start() needs an app: pass it to Ticker(app)"
+                                   " or call ticker.init_app(app) first")
+            self._job_pool.closed = self._task_pool.closed = False
+            now = self._clock()
+            for job in self._jobs.values():
+                self._plan(job, now)
+            self._thread = threading.Thread(
+                target=_loop, args=(weakref.ref(self), self._wakeup),
+                name="flask-ticker", daemon=True)
+            self._thread.start()
+        logger.info("ticker started in process %d with %d job(s)", os.getpid(), len(self._jobs))
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop starting runs and wait up to ``timeout`` seconds (None: no
+        limit) for running jobs and background tasks already accepted.
+
+        Returns True if all finished.  Otherwise logs what did not, by name;
+        tasks that had not started by then never will.  Idempotent.
+        """
+        with self._lock:
+            thread, self._thread = self._thread, None
+            for job in self._jobs.values():
+                self._unschedule(job)
+            self._heap.clear()
+        self._wakeup.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()  # prompt: the loop never runs user code
+        deadline = None if timeout is None else time.monotonic() + timeout
+        unfinished = [f"job {n!r}" for n in self._job_pool.shutdown(deadline)]
+        unfinished += [f"task {n!r}" for n in self._task_pool.shutdown(deadline)]
+        if unfinished:
+            logger.error("ticker stopped after %ss with work unfinished: %s",
+                         timeout, ", ".join(unfinished))
+        return not unfinished
+
+    def _start_when_serving(self, app: Flask) -> None:
+        # Start only in the process that serves requests: never in the
+        # reloader's watcher, nor in a one-off CLI command like a migration.
+        if os.environ.get("WERKZEUG_RUN_MAIN") == "true":
+            self.start()  # the reloader's serving child
+        elif os.environ.get("FLASK_RUN_FROM_CLI") == "true":
+            ctx = click.get_current_context(silent=True)
+            if ctx is not None and ctx.command is run_command:
+                reload = ctx.params.get("reload")
+                if not (get_debug_flag() if reload is None else reload):
+                    self.start()
+        elif app.import_name != "__main__":
+            self.start()
+        # app.run(debug=True) turns the reloader on after this point, so the
+        # run() of a script's own app decides for itself.
+        run = app.run
+
+        @functools.wraps(run)
+        def run_and_start(*args: Any, **kwargs: Any) -> Any:
+            if self.app is app and os.environ.get("FLASK_RUN_FROM_CLI") != "true" \
+                    and os.environ.get("WERKZEUG_RUN_MAIN") != "true":
+                if not _uses_reloader(app, args, kwargs):
+                    self.start()
+                elif self.running:
+                    self.stop(0)
+                    logger.warning(
+                        "jobs ran in the reloader's watcher process before app.run()"
+                        " turned the reloader on; create the app in the script that"
+                        " calls app.run(), or use 'flask run --debug'")
+            return run(*args, **kwargs)
+
+        app.run = run_and_start  # type: ignore[method-assign]
+
+    # -- the scheduler, under self._lock --
+
+    def _plan(self, job: Job, now: float) -> None:
+        job._origin = now if job._run_now else now + job.interval
+        job._index = 0
+        if not job._paused:
+            self._schedule(job, 0)
+
+    def _schedule(self, job: Job, index: int) -> None:
+        job._index = index
+        job._due = job._origin + index * job.interval
+        job._seq = next(self._seqs)
+        heapq.heappush(self._heap, (job._due, job._seq, job))
+
+    def _unschedule(self, job: Job) -> None:
+        # Its heap entry stays, but no longer matches; _run_due drops it.
+        job._due = job._seq = None
+
+    def _run_due(self) -> float | None:
+        """Start the jobs that are due; return the seconds until the next."""
+        with self._lock:
+            now = self._clock()
+            heap = self._heap
+            while heap and heap[0][0] <= now:
+                due, seq, job = heapq.heappop(heap)
+                if seq != job._seq:
+                    continue
+                behind = int((now - due) // job.interval)  # ticks missed already
+                if job.running:
+                    job._skipped += behind + 1
+                    self._lag(job, "is still running at its next due time;"
+                                   " skipping runs until it finishes")
+                else:
+                    if behind:
+                        job._skipped += behind
+                        self._lag(job, f"was {behind} run(s) behind (was the process"
+                                       " suspended?); running it once now")
+                    else:
+                        job._lagging = False
+                    job._running = True
+                    self._job_pool.submit(job.name, job._run_scheduled) \
+                        .add_done_callback(job._release)
+                index = job._index + behind + 1
+                while job._origin + index * job.interval <= now:  # float rounding
+                    index += 1
+                self._schedule(job, index)
+            return heap[0][0] - now if heap else None
+
+    def _lag(self, job: Job, why: str) -> None:
+        # Once per streak: a job that overruns every tick must not flood the log.
+        if not job._lagging:
+            job._lagging = True
+            logger.warning("job %r %s", job.name, why)
+
+
+def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+    """Run ``func(*args, **kwargs)`` on the current app's ticker pool.
+
+    Call it inside an app context (a view, a CLI command, a job): the task
+    runs in a fresh app context of the same app, never the request context,
+    which is gone by then.  A failing task is logged with its traceback and
+    its exception is set on the returned Future.  At shutdown, accepted
+    tasks finish, up to ``TICKER_SHUTDOWN_TIMEOUT``.
+    """
+    if not callable(func):
+        raise TypeError(f"run_in_background(): func must be callable, got {func!r}")
+    ticker = current_app.extensions.get("ticker") if has_app_context() else None
+    if ticker is None:
+        raise RuntimeError(
+            "run_in_background() needs an app context of an app with a Ticker:"
+            " call it in a view or a job, or inside 'with app.app_context():'")
+    name = _name(func)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def task() -> Any:
+        try:
+            with app.app_context():
+                return func(*args, **kwargs)
+        except BaseException:
+            logger.exception("background task %r failed", name)
+            raise
+
+    return ticker._task_pool.submit(name, task)
+
+
+class _Pool:
+    """A bounded pool of daemon threads, started only when there is work.
+
+    ThreadPoolExecutor would do, but since Python 3.9 its workers are joined
+    before atexit handlers run, so one hung job would block interpreter exit
+    with no timeout (bpo-39812).  These are daemons; shutdown() has a deadline.
+    """
+
+    def __init__(self, name: str, max_workers: int) -> None:
+        self.name = name
+        self.max_workers = max_workers
+        # Guards everything below; idle workers wait on it.
+        self._cond = threading.Condition(threading.Lock())
+        self.closed = False
+        self._queue: deque[tuple[str, Future, Callable[[], Any]]] = deque()
+        self._threads: set[threading.Thread] = set()
+        self._idle = 0
+        self._active: list[str] = []
+        self._count = itertools.count()
+
+    def submit(self, label: str, call: Callable[[], Any]) -> Future:
+        future: Future = Future()
+        with self._cond:
+            if self.closed:
+                raise RuntimeError(f"cannot start {label!r}: the ticker has been stopped")
+            self._queue.append((label, future, call))
+            if self._idle >= len(self._queue):
+                self._cond.notify()
+            elif len(self._threads) < self.max_workers:
+                thread = threading.Thread(target=self._work, daemon=True,
+                                          name=f"{self.name}-{next(self._count)}")
+                self._threads.add(thread)
+                thread.start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    if self.closed:
+                        self._threads.discard(threading.current_thread())
+                        return
+                    self._idle += 1
+                    self._cond.wait()
+                    self._idle -= 1
+                label, future, call = self._queue.popleft()
+                self._active.append(label)
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as exc:  # the call logged it
+                    future.set_exception(exc)
+            del future, call  # an idle worker must not keep the last app alive
+            with self._cond:
+                self._active.remove(label)
+
+    def shutdown(self, deadline: float | None) -> list[str]:
+        """Let the workers drain the queue until ``deadline`` (monotonic).
+
+        Returns the labels still running, then those cancelled unstarted.
+        """
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+            threads = [t for t in self._threads if t is not threading.current_thread()]
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            unfinished = list(self._active)
+            dropped, self._queue = self._queue, deque()
+        for label, future, _ in dropped:
+            future.cancel()
+            unfinished.append(label)
+        return unfinished
+
+
+def _loop(ref: weakref.ref[Ticker], wakeup: threading.Event) -> None:
+    # Holds the ticker only weakly while asleep, so a ticker nobody stopped
+    # goes away with its app.  Clearing the event before checking means a
+    # stop() or an added job can never be missed.
+    me = threading.current_thread()
+    while True:
+        wakeup.clear()
+        ticker = ref()
+        if ticker is None or ticker._thread is not me:
+            return
+        delay = ticker._run_due()
+        del ticker
+        wakeup.wait(delay)
+
+
+def _abandon(wakeup: threading.Event, *pools: _Pool) -> None:
+    for pool in pools:
+        with pool._cond:
+            pool.closed = True
+            pool._cond.notify_all()
+    wakeup.set()
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    for ticker in list(_tickers):
+        ticker.stop(ticker._shutdown_timeout)
+
+
+def _uses_reloader(app: Flask, args: tuple, kwargs: dict) -> bool:
+    # Mirrors how Flask.run picks its debug and use_reloader settings.
+    debug = kwargs.get("debug", args[2] if len(args) > 2 else None)
+    if debug is None:
+        debug = get_debug_flag() if "FLASK_DEBUG" in os.environ else app.debug
+    return bool(kwargs.get("use_reloader", debug))
+
+
+def _check_interval(interval: object, name: str | None) -> float:
+    what = "every(): interval" + ("" if name is None else f" for job {name!r}")
+    if isinstance(interval, timedelta):
+        seconds = interval.total_seconds()
+    elif isinstance(interval, (int, float)) and not isinstance(interval, bool):
+        seconds = float(interval)
+    else:
+        raise TypeError(f"{what} must be seconds (int or float) or a timedelta,"
+                        f" got {interval!r}")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{what} must be positive and finite, got {interval!r}")
+    return seconds
+
+
+def _name(func: Any) -> str:
+    return getattr(func, "__qualname__", None) or repr(func)
+
+
+def _seconds(s: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s / size:.3g}{unit}"
+    return f"{s:.3g}s"

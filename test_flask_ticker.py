@@ -1,0 +1,931 @@
+"""Behaviour tests for flask_ticker.
+
+Scheduling tests drive a fake clock: time moves only when a test says so,
+and `FakeClock.advance` returns once the scheduler has acted on the new
+time, so nothing here sleeps to wait for a tick.  Launch-mode tests run the
+real development server in subprocesses.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import Future
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from flask import Flask, current_app, g, has_request_context
+
+import flask_ticker
+from flask_ticker import Job, Ticker, run_in_background
+
+HERE = Path(__file__).resolve().parent
+WAIT = 5.0  # upper bound for anything that should happen "at once"
+
+
+class FakeClock:
+    """A monotonic clock that moves only when a test advances it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.ticker: Ticker | None = None
+        self.loop_reads = 0  # how often the scheduler thread asked the time
+        self._seen = threading.Condition()
+
+    def __call__(self) -> float:
+        if self.ticker is not None and threading.current_thread() is self.ticker._thread:
+            with self._seen:
+                self.loop_reads += 1
+                self._seen.notify_all()
+        return self.now
+
+    def advance(self, seconds: float = 0.0) -> None:
+        """Move time on; return once the scheduler has started what is due."""
+        self.now += seconds
+        with self._seen:
+            mark = self.loop_reads
+            self.ticker._wakeup.set()
+            assert self._seen.wait_for(lambda: self.loop_reads > mark, WAIT)
+        with self.ticker._lock:  # the pass that read the new time is over
+            pass
+
+
+def wait_until(predicate, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.002)
+
+
+def settle(*jobs: Job) -> None:
+    wait_until(lambda: not any(job.running for job in jobs))
+
+
+@pytest.fixture
+def app():
+    app = Flask("ticker_test_app")
+    app.config["TICKER_ENABLED"] = False
+    return app
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def ticker(app, clock):
+    ticker = Ticker(app, clock=clock)
+    clock.ticker = ticker
+    yield ticker
+    ticker.stop(timeout=WAIT)
+
+
+class Recorder:
+    """A job function that notes the fake time of each call."""
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self.clock = clock
+        self.calls: list[float] = []
+        self.__qualname__ = "recorder"
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(self.clock() if self.clock else time.monotonic())
+        self.args = args, kwargs
+        return len(self.calls)
+
+
+def started(ticker: Ticker, clock: FakeClock, wait_for_runs: bool = True) -> None:
+    """Start the ticker and, unless told not to, let the first runs finish."""
+    ticker.start()
+    clock.advance(0)
+    if wait_for_runs:
+        settle(*ticker.jobs)
+
+
+# -- 1. every(): first run now, registration forms --
+
+def test_run_now_job_runs_as_soon_as_the_ticker_starts(ticker, clock):
+    rec = Recorder(clock)
+    job = ticker.every(3600, rec)
+    assert rec.calls == []
+    started(ticker, clock)
+    settle(job)
+    assert rec.calls == [1000.0]
+
+
+def test_run_now_job_still_runs_when_started_long_after_registration(ticker, clock):
+    rec = Recorder(clock)
+    job = ticker.every(60, rec)
+    clock.now += 10 * 3600
+    started(ticker, clock)
+    settle(job)
+    assert rec.calls == [clock.now]
+
+
+def test_run_now_false_waits_one_interval_after_start(ticker, clock):
+    rec = Recorder(clock)
+    job = ticker.every(60, rec, run_now=False)
+    started(ticker, clock)
+    clock.advance(59.9)
+    settle(job)
+    assert rec.calls == []
+    clock.advance(0.1)
+    settle(job)
+    assert rec.calls == [1060.0]
+
+
+def test_jobs_added_after_start_are_scheduled_from_that_moment(ticker, clock):
+    started(ticker, clock)
+    clock.advance(5)
+    now_rec, later_rec = Recorder(clock), Recorder(clock)
+    a = ticker.every(10, now_rec)
+    b = ticker.every(10, later_rec, name="later", run_now=False)
+    clock.advance(0)
+    settle(a, b)
+    assert now_rec.calls == [1005.0] and later_rec.calls == []
+    clock.advance(10)
+    settle(a, b)
+    assert now_rec.calls == [1005.0, 1015.0] and later_rec.calls == [1015.0]
+
+
+def test_decorator_form_registers_and_returns_the_function_unchanged(ticker):
+    def heartbeat():
+        return "beat"
+
+    assert ticker.every(60)(heartbeat) is heartbeat
+    job = ticker.get("test_decorator_form_registers_and_returns_the_function_unchanged"
+                     ".<locals>.heartbeat")
+    assert isinstance(job, Job) and job.run() == "beat"
+
+
+def test_every_with_func_returns_the_job_named_after_the_function(ticker):
+    def poll():
+        pass
+
+    job = ticker.every(timedelta(minutes=5), poll)
+    assert isinstance(job, Job)
+    assert job.name.endswith("poll") and job.interval == 300.0
+    assert ticker.every(1.5, poll, name="poll").interval == 1.5
+
+
+def test_args_and_kwargs_are_passed_to_every_run(ticker):
+    rec = Recorder()
+    job = ticker.every(1, rec, args=("a", 1), kwargs={"k": "v"})
+    job.run()
+    assert rec.args == (("a", 1), {"k": "v"})
+
+
+# -- 2. fixed rate on the monotonic clock --
+
+def test_runs_stay_on_the_fixed_rate_grid_however_long_they_take(ticker, clock):
+    starts = []
+
+    def slow():
+        starts.append(clock.now)
+        clock.now += 3  # the run itself takes 3 s of (fake) time
+
+    job = ticker.every(10, slow)
+    started(ticker, clock)
+    for _ in range(3):
+        settle(job)
+        clock.advance(10 - (clock.now - 1000) % 10)
+    settle(job)
+    assert starts == [1000.0, 1010.0, 1020.0, 1030.0]
+
+
+def test_a_late_wakeup_does_not_shift_the_grid(ticker, clock):
+    rec = Recorder(clock)
+    job = ticker.every(10, rec)
+    started(ticker, clock)
+    clock.advance(10.4)  # the loop woke 0.4 s late
+    settle(job)
+    clock.advance(9.5)   # 1019.9: not due yet
+    settle(job)
+    assert rec.calls == [1000.0, 1010.4]
+    clock.advance(0.1)
+    settle(job)
+    assert rec.calls == [1000.0, 1010.4, 1020.0]
+
+
+def test_the_default_clock_is_monotonic_so_wall_clock_steps_change_nothing():
+    assert Ticker()._clock is time.monotonic
+
+
+# -- 3. no overlap, no bursts --
+
+def test_an_overrunning_job_skips_ticks_and_keeps_its_grid(ticker, clock, caplog):
+    release = threading.Event()
+    starts = []
+
+    def stuck():
+        starts.append(clock.now)
+        release.wait(WAIT)
+
+    job = ticker.every(10, stuck)
+    started(ticker, clock, wait_for_runs=False)
+    wait_until(lambda: starts)
+    for _ in range(3):
+        clock.advance(10)
+    assert job.skipped == 3 and starts == [1000.0] and job.running
+    release.set()
+    settle(job)
+    clock.advance(5)   # 1035: between ticks, nothing runs
+    settle(job)
+    assert starts == [1000.0]
+    clock.advance(5)   # 1040: back on the grid
+    settle(job)
+    assert starts == [1000.0, 1040.0]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "still running" in warnings[0].getMessage()
+
+
+def test_ticks_missed_while_suspended_coalesce_into_one_run(ticker, clock):
+    rec = Recorder(clock)
+    job = ticker.every(10, rec)
+    started(ticker, clock)
+    settle(job)
+    clock.advance(55)  # five ticks passed while the process was stopped
+    settle(job)
+    assert rec.calls == [1000.0, 1055.0]
+    assert job.skipped == 4
+    assert job.next_run is not None
+    clock.advance(4.9)
+    settle(job)
+    assert len(rec.calls) == 2
+    clock.advance(0.1)
+    settle(job)
+    assert rec.calls[-1] == 1060.0
+
+
+# -- 4. isolation: app context, threads, failures --
+
+def test_each_run_gets_a_fresh_app_context_and_its_teardown(app, ticker, clock):
+    teardowns = []
+    seen = []
+    app.teardown_appcontext(lambda exc: teardowns.append(exc))
+
+    def job_func():
+        seen.append((current_app._get_current_object(), g.get("mark")))
+        g.mark = "left over"
+
+    job = ticker.every(10, job_func)
+    started(ticker, clock)
+    settle(job)
+    clock.advance(10)
+    settle(job)
+    assert seen == [(app, None), (app, None)]
+    assert teardowns == [None, None]
+
+
+def test_a_hung_job_does_not_delay_another_jobs_start(ticker, clock):
+    release = threading.Event()
+    hung = ticker.every(10, lambda: release.wait(WAIT), name="hung")
+    rec = Recorder(clock)
+    other = ticker.every(10, rec, name="other")
+    started(ticker, clock, wait_for_runs=False)
+    settle(other)
+    clock.advance(10)
+    settle(other)
+    assert rec.calls == [1000.0, 1010.0] and hung.running
+    release.set()
+
+
+def test_a_failing_job_is_logged_counted_and_keeps_its_schedule(ticker, clock, caplog):
+    calls = []
+
+    def flaky():
+        calls.append(clock.now)
+        raise ValueError("feed is down")
+
+    job = ticker.every(10, flaky, name="sync-feed")
+    started(ticker, clock)
+    settle(job)
+    clock.advance(10)
+    settle(job)
+    assert calls == [1000.0, 1010.0]
+    assert job.failures == 2 and job.runs == 2
+    assert job.last_error == "ValueError: feed is down"
+    errors = [r for r in caplog.records if r.name == "flask_ticker" and r.levelno == logging.ERROR]
+    assert len(errors) == 2
+    assert "sync-feed" in errors[0].getMessage() and errors[0].exc_info[0] is ValueError
+
+
+def test_a_job_that_calls_sys_exit_does_not_stop_the_schedule(ticker, clock):
+    job = ticker.every(10, sys.exit, name="exits")
+    started(ticker, clock)
+    settle(job)
+    clock.advance(10)
+    settle(job)
+    assert job.runs == 2 and job.last_error.startswith("SystemExit")
+
+
+def run_script(tmp_path: Path, body: str, timeout: float = 30, **env: str):
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(body))
+    return subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(HERE), **env})
+
+
+def test_job_failures_are_visible_with_flasks_default_logging(tmp_path):
+    result = run_script(tmp_path, """
+        import threading
+        from flask import Flask
+        from flask_ticker import Ticker
+
+        app = Flask("failing_app")
+        ticker = Ticker(app)
+        done = threading.Event()
+
+        @ticker.every(3600)
+        def sync_feed():
+            done.set()
+            raise ValueError("feed is down")
+
+        done.wait(10)
+        app.logger.info("not shown: Flask logs INFO only in debug")
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "sync_feed" in result.stderr
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "ValueError: feed is down" in result.stderr
+
+
+# -- 5. threads: one sleeping scheduler, bounded workers --
+
+def test_an_idle_ticker_does_not_wake_between_due_times(ticker, clock):
+    for i in range(10):
+        ticker.every(3600, lambda: None, name=f"hourly-{i}", run_now=False)
+    started(ticker, clock)
+    reads = clock.loop_reads
+    time.sleep(0.3)
+    assert clock.loop_reads == reads
+
+
+def test_threads_stay_bounded_however_many_jobs_are_due(app, clock):
+    app.config["TICKER_MAX_WORKERS"] = 2
+    ticker = Ticker(app, clock=clock)
+    clock.ticker = ticker
+    release = threading.Event()
+    before = threading.active_count()
+    jobs = [ticker.every(10, lambda: release.wait(WAIT), name=f"j{i}") for i in range(10)]
+    started(ticker, clock, wait_for_runs=False)
+    for _ in range(5):
+        clock.advance(10)
+    assert threading.active_count() - before == 1 + 2
+    assert all(job.running for job in jobs)
+    release.set()
+    settle(*jobs)
+    assert ticker._thread.daemon
+    assert ticker.stop(WAIT)
+
+
+# -- 6. shutdown --
+
+def test_stop_wakes_an_idle_loop_at_once_and_ends_its_thread(app):
+    ticker = Ticker(app)
+    ticker.every(3600, lambda: None, run_now=False)
+    ticker.start()
+    thread = ticker._thread
+    began = time.monotonic()
+    assert ticker.stop() is True
+    assert time.monotonic() - began < WAIT  # not the hour the loop sleeps for
+    assert not thread.is_alive() and not ticker.running
+    assert ticker.jobs[0].next_run is None
+
+
+def test_stop_waits_for_a_running_job_to_finish(ticker, clock):
+    finished = threading.Event()
+    entered = threading.Event()
+
+    def work():
+        entered.set()
+        time.sleep(0.2)
+        finished.set()
+
+    ticker.every(3600, work)
+    started(ticker, clock, wait_for_runs=False)
+    assert entered.wait(WAIT)
+    assert ticker.stop(timeout=WAIT) is True
+    assert finished.is_set()
+
+
+def test_stop_timeout_returns_false_and_names_the_unfinished_job(ticker, clock, caplog):
+    release = threading.Event()
+    entered = threading.Event()
+    ticker.every(3600, lambda: (entered.set(), release.wait(WAIT)), name="hangs")
+    started(ticker, clock, wait_for_runs=False)
+    assert entered.wait(WAIT)
+    assert ticker.stop(timeout=0.05) is False
+    assert "job 'hangs'" in caplog.text
+    release.set()
+
+
+def test_start_and_stop_are_idempotent_and_a_stopped_ticker_restarts(ticker, clock):
+    rec = Recorder(clock)
+    job = ticker.every(10, rec)
+    started(ticker, clock)
+    thread = ticker._thread
+    ticker.start()
+    assert ticker._thread is thread
+    settle(job)
+    assert ticker.stop() and ticker.stop()
+    clock.now += 3
+    started(ticker, clock)
+    settle(job)
+    assert rec.calls == [1000.0, 1003.0]  # run_now again on restart
+    clock.advance(10)
+    settle(job)
+    assert rec.calls[-1] == 1013.0
+
+
+def test_a_hung_job_does_not_block_interpreter_exit(tmp_path):
+    result = run_script(tmp_path, """
+        import threading
+        from flask import Flask
+        from flask_ticker import Ticker
+
+        app = Flask("exit_app")
+        app.config["TICKER_SHUTDOWN_TIMEOUT"] = 0.5
+        ticker = Ticker(app)
+        entered = threading.Event()
+
+        @ticker.every(3600)
+        def hangs_forever():
+            entered.set()
+            threading.Event().wait()
+
+        entered.wait(10)
+        print("main done", flush=True)
+    """, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert "main done" in result.stdout
+    assert "hangs_forever" in result.stderr and "unfinished" in result.stderr
+
+
+def test_accepted_background_tasks_finish_before_exit(tmp_path):
+    out = tmp_path / "out.txt"
+    result = run_script(tmp_path, f"""
+        import time
+        from flask import Flask
+        from flask_ticker import Ticker, run_in_background
+
+        app = Flask("exit_app")
+        Ticker(app)
+
+        def write(i):
+            time.sleep(0.2)
+            with open({str(out)!r}, "a") as f:
+                f.write(f"{{i}}\\n")
+
+        with app.app_context():
+            for i in range(6):
+                run_in_background(write, i)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert sorted(out.read_text().split()) == [str(i) for i in range(6)]
+
+
+# -- 7. the Job handle --
+
+def test_job_attributes_report_the_runs(ticker, clock):
+    def work():
+        clock.now += 2
+
+    job = ticker.every(10, work, name="work")
+    assert (job.runs, job.failures, job.skipped, job.last_run, job.last_duration,
+            job.last_error, job.running, job.paused, job.next_run) == (
+            0, 0, 0, None, None, None, False, False, None)
+    started(ticker, clock)
+    settle(job)
+    assert job.runs == 1 and job.last_duration == 2.0
+    assert job.last_run.tzinfo is timezone.utc
+    assert abs(job.last_run - datetime.now(timezone.utc)) < timedelta(seconds=WAIT)
+    # due at 1010, the clock reads 1002: about 8 s from now
+    expected = datetime.now(timezone.utc) + timedelta(seconds=8)
+    assert job.next_run.tzinfo is timezone.utc
+    assert abs(job.next_run - expected) < timedelta(seconds=1)
+    assert repr(job) == "<Job 'work' every 10s, next in 8s, runs=1 failures=0 skipped=0>"
+
+
+@pytest.mark.parametrize("attr", ["name", "interval", "runs", "failures", "skipped",
+                                  "last_run", "last_duration", "last_error", "running",
+                                  "paused", "next_run"])
+def test_job_attributes_are_read_only(ticker, attr):
+    job = ticker.every(10, lambda: None, name="j")
+    with pytest.raises(AttributeError):
+        setattr(job, attr, 1)
+
+
+def test_pause_holds_runs_and_resume_returns_to_the_grid(ticker, clock):
+    rec = Recorder(clock)
+    job = ticker.every(10, rec)
+    started(ticker, clock)
+    settle(job)
+    job.pause()
+    assert job.paused and job.next_run is None
+    clock.advance(25)
+    settle(job)
+    assert rec.calls == [1000.0]
+    job.resume()
+    clock.advance(0)
+    settle(job)
+    assert rec.calls == [1000.0] and not job.paused
+    clock.advance(5)  # 1030, the next point of the original grid
+    settle(job)
+    assert rec.calls == [1000.0, 1030.0]
+
+
+def test_cancel_removes_the_job_and_it_never_runs_again(ticker, clock):
+    rec = Recorder(clock)
+    job = ticker.every(10, rec)
+    started(ticker, clock)
+    settle(job)
+    job.cancel()
+    assert ticker.jobs == [] and ticker.get(job.name) is None
+    clock.advance(30)
+    settle(job)
+    assert rec.calls == [1000.0]
+    ticker.every(10, rec)  # the name is free again
+
+
+def test_job_run_returns_the_result_and_reraises_in_the_callers_thread(app, ticker):
+    where = []
+
+    def ok():
+        where.append((threading.current_thread(), current_app._get_current_object()))
+        return 42
+
+    def bad():
+        raise KeyError("nope")
+
+    assert ticker.every(10, ok).run() == 42
+    assert where == [(threading.current_thread(), app)]
+    job = ticker.every(10, bad)
+    with pytest.raises(KeyError):
+        job.run()
+    assert job.runs == 1 and job.failures == 1 and job.last_error == "KeyError: 'nope'"
+
+
+def test_job_run_refuses_to_overlap_a_scheduled_run(ticker, clock):
+    release = threading.Event()
+    job = ticker.every(10, lambda: release.wait(WAIT))
+    started(ticker, clock, wait_for_runs=False)
+    with pytest.raises(RuntimeError, match="already running"):
+        job.run()
+    release.set()
+
+
+def test_jobs_lists_in_registration_order_and_get_finds_by_name(ticker):
+    a = ticker.every(1, lambda: None, name="a")
+    b = ticker.every(1, lambda: None, name="b")
+    assert ticker.jobs == [a, b]
+    assert ticker.get("b") is b and ticker.get("missing") is None
+
+
+# -- 8. run_in_background --
+
+def test_run_in_background_returns_a_future_with_the_result(app, ticker):
+    with app.app_context():
+        future = run_in_background(lambda a, b=0: a + b, 1, b=2)
+    assert isinstance(future, Future)
+    assert future.result(WAIT) == 3
+
+
+def test_a_task_from_a_view_runs_in_a_fresh_app_context_without_the_request(app, ticker):
+    seen = Future()
+
+    def task():
+        seen.set_result((current_app._get_current_object(), has_request_context(),
+                         g.get("from_view"), threading.current_thread().name))
+
+    @app.get("/")
+    def view():
+        g.from_view = True
+        run_in_background(task)
+        return "ok"
+
+    assert app.test_client().get("/").status_code == 200
+    task_app, in_request, from_view, thread_name = seen.result(WAIT)
+    assert task_app is app and not in_request and from_view is None
+    assert thread_name.startswith("flask-ticker-task")
+
+
+def test_a_failing_task_is_logged_and_its_exception_set_on_the_future(app, ticker, caplog):
+    def send_mail():
+        raise ConnectionError("smtp down")
+
+    with app.app_context():
+        future = run_in_background(send_mail)
+    assert isinstance(future.exception(WAIT), ConnectionError)
+    wait_until(lambda: "send_mail" in caplog.text)
+    record = next(r for r in caplog.records if "send_mail" in r.getMessage())
+    assert record.levelno == logging.ERROR and record.exc_info[0] is ConnectionError
+
+
+def test_run_in_background_outside_an_app_context_says_what_to_do():
+    with pytest.raises(RuntimeError, match="app context"):
+        run_in_background(print)
+
+
+def test_run_in_background_rejects_a_non_callable(app, ticker):
+    with app.app_context(), pytest.raises(TypeError, match="func must be callable, got 42"):
+        run_in_background(42)
+
+
+def test_background_threads_stay_within_max_workers(app):
+    app.config["TICKER_MAX_WORKERS"] = 3
+    ticker = Ticker(app)
+    names = set()
+    lock = threading.Lock()
+
+    def task():
+        with lock:
+            names.add(threading.current_thread().name)
+        time.sleep(0.001)
+
+    with app.app_context():
+        futures = [run_in_background(task) for _ in range(200)]
+    for future in futures:
+        future.result(WAIT)
+    assert 1 <= len(names) <= 3
+    assert ticker.stop(WAIT)
+
+
+def test_stop_finishes_accepted_tasks_and_names_those_it_cannot(app, caplog):
+    app.config["TICKER_MAX_WORKERS"] = 1
+    ticker = Ticker(app)
+    release = threading.Event()
+    done = []
+
+    def quick(i):
+        done.append(i)
+
+    def stuck():
+        release.wait(WAIT)
+
+    with app.app_context():
+        fine = [run_in_background(quick, i) for i in range(3)]
+    assert ticker.stop(WAIT) is True
+    assert sorted(done) == [0, 1, 2] and all(f.done() for f in fine)
+
+    ticker.start()
+    with app.app_context():
+        first = run_in_background(stuck)
+        queued = run_in_background(quick, 99)
+    wait_until(first.running)
+    assert ticker.stop(timeout=0.05) is False
+    assert "task" in caplog.text and "stuck" in caplog.text and "quick" in caplog.text
+    assert queued.cancelled()
+    release.set()
+    with app.app_context(), pytest.raises(RuntimeError, match="stopped"):
+        run_in_background(quick, 1)
+
+
+# -- 9. the Werkzeug reloader: jobs run only in the serving child --
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def runs_by_pid(db: Path) -> list[tuple[str, int]]:
+    if not db.exists():
+        return []
+    with sqlite3.connect(db, timeout=10) as conn:
+        try:
+            return conn.execute("SELECT at, pid FROM updates WHERE source = 'ticker'"
+                                " ORDER BY at").fetchall()
+        except sqlite3.OperationalError:  # the table is not there yet
+            return []
+
+
+def serve_example(tmp_path: Path, args: list[str], seconds: float, interval: float = 0.4):
+    """Run the example app for ``seconds`` after its first run; return
+    (the pid we started, the ticker rows (at, pid))."""
+    db = tmp_path / "example.sqlite3"
+    port = free_port()
+    env = {**os.environ, "FLASK_DATABASE": str(db), "FLASK_UPDATE_EVERY": str(interval),
+           "PORT": str(port), "FLASK_RUN_PORT": str(port), "PYTHONPATH": str(HERE)}
+    env.pop("WERKZEUG_RUN_MAIN", None)
+    env.pop("FLASK_RUN_FROM_CLI", None)
+    # A session of its own, so that the reloader's child is stopped with it.
+    proc = subprocess.Popen(args, cwd=HERE, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: runs_by_pid(db) or proc.poll() is not None, timeout=20)
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(seconds)
+        return proc.pid, runs_by_pid(db)
+    finally:
+        kill_group(proc)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.communicate(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def assert_once_per_tick(rows, interval: float, seconds: float) -> None:
+    times = [datetime.fromisoformat(at) for at, _ in rows]
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
+    assert all(gap > interval / 2 for gap in gaps), f"two runs in one tick: {gaps}"
+    assert len(rows) >= 3, rows  # and it kept running
+    assert len(rows) <= seconds / interval + 2, rows
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param([sys.executable, "example_app.py"], id="app.run(debug=True)"),
+    pytest.param([sys.executable, "-m", "flask", "--app", "example_app", "run", "--debug"],
+                 id="flask run --debug"),
+])
+def test_reloader_runs_jobs_only_in_the_serving_child(tmp_path, command):
+    parent, rows = serve_example(tmp_path, command, seconds=2.0)
+    pids = {pid for _, pid in rows}
+    assert len(pids) == 1 and parent not in pids, (parent, rows)
+    assert_once_per_tick(rows, 0.4, 2.0 + 1)
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param([sys.executable, "-m", "flask", "--app", "example_app", "run"], id="flask run"),
+    pytest.param([sys.executable, "-m", "flask", "--app", "example_app", "run", "--debug",
+                  "--no-reload"], id="flask run --debug --no-reload"),
+])
+def test_without_the_reloader_the_one_process_runs_the_jobs(tmp_path, command):
+    parent, rows = serve_example(tmp_path, command, seconds=1.5)
+    assert {pid for _, pid in rows} == {parent}
+    assert_once_per_tick(rows, 0.4, 1.5 + 1)
+
+
+def test_a_one_off_cli_command_runs_no_job(tmp_path):
+    db = tmp_path / "example.sqlite3"
+    env = {**os.environ, "FLASK_DATABASE": str(db), "FLASK_UPDATE_EVERY": "0.05",
+           "PYTHONPATH": str(HERE)}
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "example_app", "routes"],
+                            cwd=HERE, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "report" in result.stdout
+    assert runs_by_pid(db) == []
+
+
+# -- 10. configuration and the app factory --
+
+def test_config_defaults_are_set_on_the_app():
+    app = Flask("defaults")
+    app.config["TICKER_ENABLED"] = False
+    Ticker(app)
+    assert app.config["TICKER_MAX_WORKERS"] == 4
+    assert app.config["TICKER_SHUTDOWN_TIMEOUT"] == 10.0
+
+
+def test_the_ticker_starts_by_default_and_not_when_disabled():
+    enabled = Flask("enabled")
+    ticker = Ticker(enabled)
+    assert enabled.config["TICKER_ENABLED"] is True and ticker.running
+    assert ticker.stop(WAIT)
+    disabled = Flask("disabled")
+    disabled.config["TICKER_ENABLED"] = False
+    assert not Ticker(disabled).running
+
+
+def test_bad_config_is_rejected_with_the_key_and_value():
+    app = Flask("bad")
+    app.config["TICKER_MAX_WORKERS"] = 0
+    with pytest.raises(ValueError, match="TICKER_MAX_WORKERS must be an int >= 1, got 0"):
+        Ticker(app)
+    app.config.update(TICKER_MAX_WORKERS=2, TICKER_SHUTDOWN_TIMEOUT="soon")
+    with pytest.raises(ValueError, match="TICKER_SHUTDOWN_TIMEOUT.*'soon'"):
+        Ticker(app)
+
+
+def test_the_extension_registers_itself_and_refuses_a_second_ticker(app):
+    ticker = Ticker(app)
+    assert app.extensions["ticker"] is ticker
+    ticker.init_app(app)  # the same one again is harmless
+    with pytest.raises(RuntimeError, match="already been registered on this Flask app"):
+        Ticker(app)
+
+
+def test_the_app_factory_pattern_binds_later(clock):
+    ticker = Ticker(clock=clock)
+    clock.ticker = ticker
+    rec = Recorder(clock)
+    job = ticker.every(10, rec)
+    app = Flask("factory")
+    app.config["TICKER_ENABLED"] = False
+    ticker.init_app(app)
+    assert ticker.app is app
+    started(ticker, clock)
+    settle(job)
+    assert rec.calls == [1000.0]
+    ticker.stop()
+
+
+def test_one_module_level_ticker_moves_to_each_new_app_without_doubling():
+    ticker = Ticker()
+    ran_in = []
+    ticker.every(3600, lambda: ran_in.append(current_app.name), name="hourly")
+    before = threading.active_count()
+    for i in range(5):
+        ticker.init_app(Flask(f"app{i}"))
+        wait_until(lambda: len(ran_in) == i + 1)
+    assert ran_in == [f"app{i}" for i in range(5)]
+    assert threading.active_count() - before <= 1 + 1  # loop + one job worker
+    ticker.stop()
+
+
+def test_apps_dropped_without_stop_take_their_threads_with_them():
+    runs = []
+
+    def create_app():
+        app = Flask("many")
+        ticker = Ticker(app)
+        ticker.every(3600, lambda: runs.append(1), name="hourly")
+        return app
+
+    baseline = set(threading.enumerate())
+    for i in range(10):
+        app = create_app()
+        wait_until(lambda: len(runs) == i + 1)
+    del app
+    gc.collect()
+    left = set(threading.enumerate()) - baseline
+    for thread in left:
+        thread.join(WAIT)
+    assert [t for t in left if t.is_alive()] == []
+    assert len(runs) == 10
+
+
+# -- 11. bad input fails at registration --
+
+@pytest.mark.parametrize("interval, error", [
+    (0, ValueError), (-5, ValueError), (math.nan, ValueError), (math.inf, ValueError),
+    (timedelta(0), ValueError), (timedelta(seconds=-1), ValueError),
+    (True, TypeError), ("60", TypeError), (None, TypeError),
+])
+def test_a_bad_interval_is_rejected_naming_the_job_and_value(ticker, interval, error):
+    def refresh():
+        pass
+
+    with pytest.raises(error) as info:
+        ticker.every(interval, refresh, name="refresh")
+    assert "interval for job 'refresh'" in str(info.value)
+    assert repr(interval) in str(info.value)
+    with pytest.raises(error, match="interval"):
+        ticker.every(interval)  # the decorator form checks at once too
+
+
+def test_a_non_callable_func_is_rejected(ticker):
+    with pytest.raises(TypeError, match="func for job 'x' must be callable, got 42"):
+        ticker.every(10, 42, name="x")
+
+
+def test_bad_args_and_kwargs_are_rejected(ticker):
+    with pytest.raises(TypeError, match="args for job 'x' must be a tuple, got 'abc'"):
+        ticker.every(10, print, name="x", args="abc")
+    with pytest.raises(TypeError, match="kwargs for job 'x' must be a dict"):
+        ticker.every(10, print, name="x", kwargs=[1])
+
+
+def test_a_duplicate_name_is_rejected_and_the_first_job_is_untouched(ticker, clock):
+    first = Recorder(clock)
+    job = ticker.every(10, first, name="sync")
+    with pytest.raises(ValueError, match="'sync' is already registered"):
+        ticker.every(20, print, name="sync")
+    assert ticker.jobs == [job] and job.interval == 10.0
+    started(ticker, clock)
+    settle(job)
+    assert first.calls == [1000.0]
+
+
+def test_running_a_job_with_no_app_bound_says_how_to_bind_one():
+    job = Ticker().every(10, print, name="orphan")
+    with pytest.raises(RuntimeError, match="job 'orphan' cannot run: no Flask app"):
+        job.run()
+    with pytest.raises(RuntimeError, match="needs an app"):
+        Ticker().start()
+
+
+def test_the_module_declares_its_public_surface():
+    assert flask_ticker.__all__ == ["Ticker", "Job", "run_in_background"]
+    assert isinstance(flask_ticker.__version__, str)
