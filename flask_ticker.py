@@ -246,15 +246,12 @@ class Ticker:
                 " Import and use that instance instead.")
         config = app.config
         config.setdefault("TICKER_ENABLED", True)
-        config.setdefault("TICKER_MAX_WORKERS", 4)
-        config.setdefault("TICKER_SHUTDOWN_TIMEOUT", 10.0)
-        workers = config["TICKER_MAX_WORKERS"]
+        workers = config.setdefault("TICKER_MAX_WORKERS", 4)
+        timeout = config.setdefault("TICKER_SHUTDOWN_TIMEOUT", 10.0)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"TICKER_MAX_WORKERS must be an int >= 1, got {workers!r}")
-        timeout = config["TICKER_SHUTDOWN_TIMEOUT"]
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(
-                timeout, (int, float)) or not timeout >= 0):
-            raise ValueError("TICKER_SHUTDOWN_TIMEOUT must be seconds >= 0 or None,"
+        if not (timeout is None or _is_number(timeout) and timeout >= 0):
+            raise ValueError(f"TICKER_SHUTDOWN_TIMEOUT must be seconds >= 0 or None,"
                              f" got {timeout!r}")
         if self.app is not None:
             self.stop(self._shutdown_timeout)
@@ -543,14 +540,19 @@ class _Pool:
             with self._cond:
                 self._active.remove(label)
 
-    def shutdown(self, deadline: float | None) -> list[str]:
-        """Let the workers drain the queue until ``deadline`` (monotonic).
-
-        Returns the labels still running, then those cancelled unstarted.
-        """
+    def close(self) -> None:
+        """Refuse new work; workers exit once the queue is empty."""
         with self._cond:
             self.closed = True
             self._cond.notify_all()
+
+    def shutdown(self, deadline: float | None) -> list[str]:
+        """Close, and let the workers drain the queue until ``deadline``
+        (monotonic).  Returns the labels still running, then those that
+        never started, whose futures are cancelled.
+        """
+        self.close()
+        with self._cond:
             threads = [t for t in self._threads if t is not threading.current_thread()]
         for thread in threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -580,9 +582,7 @@ def _loop(ref: weakref.ref[Ticker], wakeup: threading.Event) -> None:
 
 def _abandon(wakeup: threading.Event, *pools: _Pool) -> None:
     for pool in pools:
-        with pool._cond:
-            pool.closed = True
-            pool._cond.notify_all()
+        pool.close()
     wakeup.set()
 
 
@@ -604,7 +604,7 @@ def _check_interval(interval: object, name: str | None) -> float:
     what = "every(): interval" + ("" if name is None else f" for job {name!r}")
     if isinstance(interval, timedelta):
         seconds = interval.total_seconds()
-    elif isinstance(interval, (int, float)) and not isinstance(interval, bool):
+    elif _is_number(interval):
         seconds = float(interval)
     else:
         raise TypeError(f"{what} must be seconds (int or float) or a timedelta,"
@@ -612,6 +612,10 @@ def _check_interval(interval: object, name: str | None) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"{what} must be positive and finite, got {interval!r}")
     return seconds
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _name(func: Any) -> str:
