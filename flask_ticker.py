@@ -25,22 +25,31 @@ A failing run is logged (logger ``flask_ticker``) and the job keeps its
 schedule.  ``ticker.stop()`` runs at interpreter exit and waits up to
 ``TICKER_SHUTDOWN_TIMEOUT`` for work already started.
 
-Limits: jobs live in memory, in one process.  There is no cron syntax, no
-persistence across restarts and no retry; a run that throws waits for its
-next tick.  A ticker serves one app at a time.
+Several processes serving one app (gunicorn workers) share a lock file in
+the instance folder, and only its holder runs the jobs; if it dies, another
+takes over and continues the same grid.
+
+Limits: jobs live in memory.  There is no cron syntax, no persistence across
+restarts and no retry; a run that throws waits for its next tick.  A ticker
+serves one app at a time.
 """
 # SPDX-License-Identifier: MIT
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import heapq
 import itertools
+import json
 import logging
 import math
 import os
+import re
+import sys
 import threading
 import time
+import uuid
 import weakref
 from collections import deque
 from concurrent.futures import Future
@@ -51,6 +60,11 @@ import click
 from flask import Flask, current_app, has_app_context
 from flask.cli import run_command
 from flask.helpers import get_debug_flag
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 __version__ = "0.1.0"
 __all__ = ["Ticker", "Job", "run_in_background"]
@@ -129,7 +143,7 @@ class Job:
             if not self._paused:
                 return
             self._paused = False
-            if ticker.running and ticker._jobs.get(self.name) is self:
+            if ticker._holding and ticker._jobs.get(self.name) is self:
                 ahead = math.ceil((ticker._clock() - self._origin) / self._interval)
                 ticker._schedule(self, max(ahead, self._index))
                 ticker._wakeup.set()
@@ -205,23 +219,37 @@ class Ticker:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.app: Flask | None = None
         self._clock = clock
+        self._jobs: dict[str, Job] = {}
+        self._seqs = itertools.count()
+        self._max_workers = 4
+        self._shutdown_timeout: float | None = 10.0
+        self._runner: Any = None  # the TICKER_LOCK, or None to run unlocked
+        self._retry = 5.0
+        self._served = False   # this process has handled a request
+        self._forking = False  # it handed its jobs to the children it forks
+        self._reset()
+        if app is not None:
+            self.init_app(app)
+
+    def _reset(self) -> None:
+        # The state a forked child must build anew: its parent's threads are
+        # gone, and may have held these locks at the moment of the fork.
         # Guards the jobs, the heap and every job's scheduler state.  No
         # user code runs while it is held.
         self._lock = threading.Lock()
-        self._jobs: dict[str, Job] = {}
         self._heap: list[tuple[float, int, Job]] = []
-        self._seqs = itertools.count()
         self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
-        self._job_pool = _Pool("flask-ticker-job", 4)
-        self._task_pool = _Pool("flask-ticker-task", 4)
-        self._shutdown_timeout: float | None = 10.0
+        self._holding = False  # of the runner lock
+        self._job_pool = _Pool("flask-ticker-job", self._max_workers)
+        self._task_pool = _Pool("flask-ticker-task", self._max_workers)
+        for job in self._jobs.values():
+            job._running = False
+            self._unschedule(job)
         # A ticker dropped without stop() (a test that made many apps) must
         # not leave its threads behind.  Not at exit: atexit stops it then.
         weakref.finalize(self, _abandon, self._wakeup, self._job_pool,
                          self._task_pool).atexit = False
-        if app is not None:
-            self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
         """Bind the ticker to ``app`` and, unless disabled, start it.
@@ -234,6 +262,11 @@ class Ticker:
           threads that run background tasks at once.
         - ``TICKER_SHUTDOWN_TIMEOUT`` (10): seconds `stop` waits at exit for
           running jobs and background tasks.
+        - ``TICKER_LOCK`` (a file in the instance folder): what makes one
+          process of several run the jobs: a path, False for no lock, or an
+          object with ``acquire(blocking=False) -> bool`` and ``release()``.
+        - ``TICKER_LOCK_RETRY`` (5): seconds between a waiting process's
+          attempts to take the lock.
 
         Binding another app moves the ticker: it stops serving the first.
         """
@@ -248,17 +281,25 @@ class Ticker:
         config.setdefault("TICKER_ENABLED", True)
         workers = config.setdefault("TICKER_MAX_WORKERS", 4)
         timeout = config.setdefault("TICKER_SHUTDOWN_TIMEOUT", 10.0)
+        lock = config.setdefault("TICKER_LOCK", os.path.join(
+            app.instance_path, f"flask_ticker-{_safe_name(app.name)}.lock"))
+        retry = config.setdefault("TICKER_LOCK_RETRY", 5.0)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"TICKER_MAX_WORKERS must be an int >= 1, got {workers!r}")
         if not (timeout is None or _is_number(timeout) and timeout >= 0):
             raise ValueError(f"TICKER_SHUTDOWN_TIMEOUT must be seconds >= 0 or None,"
                              f" got {timeout!r}")
+        if not (_is_number(retry) and retry > 0):
+            raise ValueError(f"TICKER_LOCK_RETRY must be seconds > 0, got {retry!r}")
+        runner = _runner_lock(lock)
         if self.app is not None:
             self.stop(self._shutdown_timeout)
-        self._job_pool.max_workers = self._task_pool.max_workers = workers
+        self._max_workers = self._job_pool.max_workers = self._task_pool.max_workers = workers
         self._job_pool.closed = self._task_pool.closed = False
-        self._shutdown_timeout = timeout
+        self._shutdown_timeout, self._runner, self._retry = timeout, runner, retry
+        self._served = False
         app.extensions["ticker"] = self
+        app.before_request(self._note_request)
         self.app = app
         _tickers.add(self)
         if config["TICKER_ENABLED"]:
@@ -300,8 +341,8 @@ class Ticker:
                     f"every(): a job named {name!r} is already registered on this ticker;"
                     " pass name= to register another")
             self._jobs[name] = job
-            if self.running:
-                self._plan(job, self._clock())
+            if self._holding:
+                self._plan([job], self._clock())
                 self._wakeup.set()
         return job
 
@@ -319,13 +360,13 @@ class Ticker:
 
     @property
     def running(self) -> bool:
-        """Whether the scheduler thread is running."""
+        """Whether the scheduler thread is running (holding the lock or not)."""
         return self._thread is not None
 
     def start(self) -> None:
-        """Start the scheduler thread; jobs with ``run_now`` run at once.
-
-        Idempotent.  A stopped ticker can be started again.
+        """Start the scheduler thread.  Once this process holds the lock,
+        jobs with ``run_now`` run at once.  Idempotent; a stopped ticker can
+        be started again.
         """
         with self._lock:
             if self._thread is not None:
@@ -334,22 +375,28 @@ class Ticker:
                 raise RuntimeError("Ticker.start() needs an app: pass it to Ticker(app)"
                                    " or call ticker.init_app(app) first")
             self._job_pool.closed = self._task_pool.closed = False
-            now = self._clock()
-            for job in self._jobs.values():
-                self._plan(job, now)
+            if isinstance(self._runner, _LockFile):
+                self._runner.join()
             self._thread = threading.Thread(
                 target=_loop, args=(weakref.ref(self), self._wakeup),
                 name="flask-ticker", daemon=True)
             self._thread.start()
-        logger.info("ticker started in process %d with %d job(s)", os.getpid(), len(self._jobs))
+        _warn_if_uwsgi_without_threads()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop starting runs and wait up to ``timeout`` seconds (None: no
-        limit) for running jobs and background tasks already accepted.
+        limit) for running jobs and background tasks already accepted, then
+        release the lock.
 
         Returns True if all finished.  Otherwise logs what did not, by name;
         tasks that had not started by then never will.  Idempotent.
         """
+        finished = self._halt(timeout)
+        if isinstance(self._runner, _LockFile):
+            self._runner.leave()
+        return finished
+
+    def _halt(self, timeout: float | None) -> bool:
         with self._lock:
             thread, self._thread = self._thread, None
             for job in self._jobs.values():
@@ -364,7 +411,34 @@ class Ticker:
         if unfinished:
             logger.error("ticker stopped after %ss with work unfinished: %s",
                          timeout, ", ".join(unfinished))
+        if self._holding:
+            self._holding = False
+            if self._runner is not None:
+                self._runner.release()
         return not unfinished
+
+    def _note_request(self) -> None:
+        self._served = True
+
+    def _forked(self, child: bool) -> None:
+        # A process that forks before it has served a request is a preforking
+        # master (gunicorn --preload, uWSGI without lazy-apps): threads do not
+        # survive a fork, and it will not serve, so it hands the jobs to its
+        # children.  It stays a member of the deployment, so the child that
+        # takes the lock continues the grid instead of starting it again.
+        hand_over = self._forking or (self._thread is not None and not self._served)
+        if not child:
+            if hand_over and not self._forking:
+                self._forking = True
+                threading.Thread(target=self._halt, args=(None,), daemon=True,
+                                 name="flask-ticker-handover").start()
+            return
+        if isinstance(self._runner, _LockFile):
+            self._runner.forget()
+        self._reset()
+        if hand_over:
+            self._forking = False
+            self.start()
 
     def _start_when_serving(self, app: Flask) -> None:
         # Start only in the process that serves requests: never in the
@@ -401,11 +475,26 @@ class Ticker:
 
     # -- the scheduler, under self._lock --
 
-    def _plan(self, job: Job, now: float) -> None:
-        job._origin = now if job._run_now else now + job.interval
-        job._index = 0
-        if not job._paused:
-            self._schedule(job, 0)
+    def _plan(self, jobs: list[Job], now: float) -> None:
+        """Put jobs on their grids: new ones from now, and those this
+        deployment already runs (another process had the lock) where they are.
+        """
+        wall = time.time()
+        known = {}
+        if isinstance(self._runner, _LockFile):
+            known = self._runner.shared_origins(
+                {job.name: (job.interval, wall + (0 if job._run_now else job.interval))
+                 for job in jobs})
+        for job in jobs:
+            if job.name in known:
+                job._origin = known[job.name] - wall + now
+                index = max(0, math.floor((now - job._origin) / job.interval) + 1)
+            else:
+                job._origin = now if job._run_now else now + job.interval
+                index = 0
+            job._index = index
+            if not job._paused:
+                self._schedule(job, index)
 
     def _schedule(self, job: Job, index: int) -> None:
         job._index = index
@@ -420,7 +509,19 @@ class Ticker:
     def _run_due(self) -> float | None:
         """Start the jobs that are due; return the seconds until the next."""
         with self._lock:
+            if self._thread is not threading.current_thread():
+                return None  # stop() came first; the loop sees it next
             now = self._clock()
+            if not self._holding:
+                try:
+                    if self._runner is not None and not self._runner.acquire(blocking=False):
+                        return self._retry
+                except Exception:
+                    logger.exception("cannot take TICKER_LOCK; trying again in %ss", self._retry)
+                    return self._retry
+                self._holding = True
+                logger.info("process %d runs the jobs", os.getpid())
+                self._plan(list(self._jobs.values()), now)
             heap = self._heap
             while heap and heap[0][0] <= now:
                 due, seq, job = heapq.heappop(heap)
@@ -565,6 +666,106 @@ class _Pool:
         return unfinished
 
 
+class _LockFile:
+    """The default ``TICKER_LOCK``: a lock file, and two files beside it that
+    tell the processes sharing it whether a new runner takes over or starts
+    the deployment afresh.
+
+    ``name.lock``: whoever holds it runs the jobs.  ``name.lock.members``:
+    each process with a started ticker holds it shared, so the first one to
+    join knows it is alone: a restart.  ``name.lock.state``: the deployment's
+    id and each job's grid origin, on the wall clock, read by a new runner.
+
+    These are flock() locks: the kernel drops them when their process dies,
+    so a crash never leaves a stale lock.  A forked child shares its parent's
+    open files, so it closes its copies (`forget`) rather than unlocking.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.deployment: str | None = None
+        self._held: Any = None     # the open lock file, while held
+        self._member: Any = None   # the open members file, while a member
+
+    def _open(self, suffix: str = "") -> Any:
+        folder = os.path.dirname(self.path)
+        if folder:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        return open(os.open(self.path + suffix, flags, 0o600), "r+b", buffering=0)
+
+    def acquire(self, blocking: bool = False) -> bool:
+        file = self._open()
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            file.close()
+            return False
+        self._held = file
+        return True
+
+    def release(self) -> None:
+        # Closing drops the lock; LOCK_UN would also drop it for a forked
+        # child that has not closed its copy yet.
+        if self._held is not None:
+            self._held.close()
+            self._held = None
+
+    def join(self) -> None:
+        self._open().close()  # a bad path fails here, at start-up
+        anchor = _master()
+        with self._state() as state:  # one joiner at a time
+            self._member = self._open(".members")
+            try:
+                fcntl.flock(self._member, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if anchor is None or state.get("master") != anchor:
+                    state.clear()  # nobody else is running: a new deployment
+                    state["master"] = anchor
+            except BlockingIOError:
+                pass
+            # Safe to convert: only joiners lock it exclusively, one at a time.
+            fcntl.flock(self._member, fcntl.LOCK_SH)
+            self.deployment = state.setdefault("deployment", uuid.uuid4().hex)
+
+    def leave(self) -> None:
+        if self._member is not None:
+            self._member.close()
+            self._member = None
+
+    def forget(self) -> None:
+        for file in (self._held, self._member):
+            if file is not None:
+                file.close()
+        self._held = self._member = None
+
+    def shared_origins(self, new: dict[str, tuple[float, float]]) -> dict[str, float]:
+        """Given ``{job name: (interval, origin if new)}``, record the new
+        jobs and return the origins of those this deployment already runs."""
+        with self._state() as state:
+            if state.get("deployment") != self.deployment:
+                state.clear()
+                state["deployment"] = self.deployment
+            origins = state.setdefault("origins", {})
+            known = {name: origins[name][1] for name, (interval, _) in new.items()
+                     if name in origins and origins[name][0] == interval}
+            origins.update({name: [interval, origin] for name, (interval, origin)
+                            in new.items() if name not in known})
+        return known
+
+    @contextlib.contextmanager
+    def _state(self) -> Any:
+        with self._open(".state") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)
+            try:
+                state = json.loads(file.read() or b"{}")
+            except ValueError:
+                state = {}
+            yield state
+            file.seek(0)
+            file.truncate()
+            file.write(json.dumps(state).encode())
+
+
 def _loop(ref: weakref.ref[Ticker], wakeup: threading.Event) -> None:
     # Holds the ticker only weakly while asleep, so a ticker nobody stopped
     # goes away with its app.  Clearing the event before checking means a
@@ -592,12 +793,64 @@ def _stop_at_exit() -> None:
         ticker.stop(ticker._shutdown_timeout)
 
 
+def _after_fork(child: bool) -> None:
+    for ticker in list(_tickers):
+        ticker._forked(child)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_parent=lambda: _after_fork(False),
+                        after_in_child=lambda: _after_fork(True))
+
+
 def _uses_reloader(app: Flask, args: tuple, kwargs: dict) -> bool:
     # Mirrors how Flask.run picks its debug and use_reloader settings.
     debug = kwargs.get("debug", args[2] if len(args) > 2 else None)
     if debug is None:
         debug = get_debug_flag() if "FLASK_DEBUG" in os.environ else app.debug
     return bool(kwargs.get("use_reloader", debug))
+
+
+def _runner_lock(lock: Any) -> Any:
+    if lock is False or lock is None:
+        return None
+    if isinstance(lock, (str, os.PathLike)):
+        if fcntl is None:
+            logger.warning("no flock() on this platform: TICKER_LOCK %r is ignored,"
+                           " and every process that serves the app runs the jobs", lock)
+            return None
+        return _LockFile(os.fspath(lock))
+    if callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None)):
+        return lock
+    raise TypeError("TICKER_LOCK must be a path, False, or an object with"
+                    f" acquire(blocking=False) and release(), got {lock!r}")
+
+
+def _master() -> str | None:
+    """The master process of a preforking server, if it forked this one.
+
+    It outlives its workers: while it runs, a worker that finds no other
+    member replaces recycled ones, and the deployment has not restarted.
+    """
+    if "gunicorn.arbiter" not in sys.modules and "uwsgi" not in sys.modules:
+        return None
+    ppid = os.getppid()
+    try:  # its start time tells it from a later process with the same pid
+        with open(f"/proc/{ppid}/stat") as stat:
+            return f"{ppid}:{stat.read().rsplit(')', 1)[1].split()[19]}"
+    except OSError:
+        return str(ppid)
+
+
+def _warn_if_uwsgi_without_threads() -> None:
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is not None and not (uwsgi.opt.get("enable-threads") or uwsgi.opt.get("threads")):
+        logger.warning("uWSGI runs without --enable-threads, so the ticker's threads"
+                       " never run: add --enable-threads to the uwsgi command")
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def _check_interval(interval: object, name: str | None) -> float:

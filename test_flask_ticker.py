@@ -11,9 +11,6 @@ import gc
 import logging
 import math
 import os
-import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -71,11 +68,17 @@ def settle(*jobs: Job) -> None:
     wait_until(lambda: not any(job.running for job in jobs))
 
 
+def make_app(name: str = "ticker_test_app", **config) -> Flask:
+    """An app that takes no lock: these tests run one process, and several
+    apps of one name would otherwise share a lock file."""
+    app = Flask(name)
+    app.config.update(TICKER_LOCK=False, **config)
+    return app
+
+
 @pytest.fixture
 def app():
-    app = Flask("ticker_test_app")
-    app.config["TICKER_ENABLED"] = False
-    return app
+    return make_app(TICKER_ENABLED=False)
 
 
 @pytest.fixture
@@ -345,6 +348,7 @@ def test_job_failures_are_visible_with_flasks_default_logging(tmp_path):
         from flask_ticker import Ticker
 
         app = Flask("failing_app")
+        app.config["TICKER_LOCK"] = False
         ticker = Ticker(app)
         done = threading.Event()
 
@@ -457,6 +461,7 @@ def test_a_hung_job_does_not_block_interpreter_exit(tmp_path):
         from flask_ticker import Ticker
 
         app = Flask("exit_app")
+        app.config["TICKER_LOCK"] = False
         app.config["TICKER_SHUTDOWN_TIMEOUT"] = 0.5
         ticker = Ticker(app)
         entered = threading.Event()
@@ -482,6 +487,7 @@ def test_accepted_background_tasks_finish_before_exit(tmp_path):
         from flask_ticker import Ticker, run_in_background
 
         app = Flask("exit_app")
+        app.config["TICKER_LOCK"] = False
         Ticker(app)
 
         def write(i):
@@ -693,123 +699,33 @@ def test_stop_finishes_accepted_tasks_and_names_those_it_cannot(app, caplog):
         run_in_background(quick, 1)
 
 
-# -- 9. the Werkzeug reloader: jobs run only in the serving child --
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def runs_by_pid(db: Path) -> list[tuple[str, int]]:
-    if not db.exists():
-        return []
-    with sqlite3.connect(db, timeout=10) as conn:
-        try:
-            return conn.execute("SELECT at, pid FROM updates WHERE source = 'ticker'"
-                                " ORDER BY at").fetchall()
-        except sqlite3.OperationalError:  # the table is not there yet
-            return []
-
-
-def serve_example(tmp_path: Path, args: list[str], seconds: float, interval: float = 0.4):
-    """Run the example app for ``seconds`` after its first run; return
-    (the pid we started, the ticker rows (at, pid))."""
-    db = tmp_path / "example.sqlite3"
-    port = free_port()
-    env = {**os.environ, "FLASK_DATABASE": str(db), "FLASK_UPDATE_EVERY": str(interval),
-           "PORT": str(port), "FLASK_RUN_PORT": str(port), "PYTHONPATH": str(HERE)}
-    env.pop("WERKZEUG_RUN_MAIN", None)
-    env.pop("FLASK_RUN_FROM_CLI", None)
-    # A session of its own, so that the reloader's child is stopped with it.
-    proc = subprocess.Popen(args, cwd=HERE, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_until(lambda: runs_by_pid(db) or proc.poll() is not None, timeout=20)
-        assert proc.poll() is None, proc.communicate()[0]
-        time.sleep(seconds)
-        return proc.pid, runs_by_pid(db)
-    finally:
-        kill_group(proc)
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.communicate(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def assert_once_per_tick(rows, interval: float, seconds: float) -> None:
-    times = [datetime.fromisoformat(at) for at, _ in rows]
-    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
-    assert all(gap > interval / 2 for gap in gaps), f"two runs in one tick: {gaps}"
-    assert len(rows) >= 3, rows  # and it kept running
-    assert len(rows) <= seconds / interval + 2, rows
-
-
-@pytest.mark.parametrize("command", [
-    pytest.param([sys.executable, "example_app.py"], id="app.run(debug=True)"),
-    pytest.param([sys.executable, "-m", "flask", "--app", "example_app", "run", "--debug"],
-                 id="flask run --debug"),
-])
-def test_reloader_runs_jobs_only_in_the_serving_child(tmp_path, command):
-    parent, rows = serve_example(tmp_path, command, seconds=2.0)
-    pids = {pid for _, pid in rows}
-    assert len(pids) == 1 and parent not in pids, (parent, rows)
-    assert_once_per_tick(rows, 0.4, 2.0 + 1)
-
-
-@pytest.mark.parametrize("command", [
-    pytest.param([sys.executable, "-m", "flask", "--app", "example_app", "run"], id="flask run"),
-    pytest.param([sys.executable, "-m", "flask", "--app", "example_app", "run", "--debug",
-                  "--no-reload"], id="flask run --debug --no-reload"),
-])
-def test_without_the_reloader_the_one_process_runs_the_jobs(tmp_path, command):
-    parent, rows = serve_example(tmp_path, command, seconds=1.5)
-    assert {pid for _, pid in rows} == {parent}
-    assert_once_per_tick(rows, 0.4, 1.5 + 1)
-
-
-def test_a_one_off_cli_command_runs_no_job(tmp_path):
-    db = tmp_path / "example.sqlite3"
-    env = {**os.environ, "FLASK_DATABASE": str(db), "FLASK_UPDATE_EVERY": "0.05",
-           "PYTHONPATH": str(HERE)}
-    result = subprocess.run([sys.executable, "-m", "flask", "--app", "example_app", "routes"],
-                            cwd=HERE, env=env, capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    assert "report" in result.stdout
-    assert runs_by_pid(db) == []
+# -- 9. the Werkzeug reloader: see tests/test_launch_modes.py, which serves
+# the example app with the real development server and counts the runs.
 
 
 # -- 10. configuration and the app factory --
 
 def test_config_defaults_are_set_on_the_app():
-    app = Flask("defaults")
+    app = Flask("my app", instance_path="/srv/instance")
     app.config["TICKER_ENABLED"] = False
     Ticker(app)
     assert app.config["TICKER_MAX_WORKERS"] == 4
     assert app.config["TICKER_SHUTDOWN_TIMEOUT"] == 10.0
+    assert app.config["TICKER_LOCK"] == "/srv/instance/flask_ticker-my_app.lock"
+    assert app.config["TICKER_LOCK_RETRY"] == 5.0
 
 
 def test_the_ticker_starts_by_default_and_not_when_disabled():
-    enabled = Flask("enabled")
+    enabled = make_app("enabled")
     ticker = Ticker(enabled)
     assert enabled.config["TICKER_ENABLED"] is True and ticker.running
     assert ticker.stop(WAIT)
-    disabled = Flask("disabled")
-    disabled.config["TICKER_ENABLED"] = False
+    disabled = make_app("disabled", TICKER_ENABLED=False)
     assert not Ticker(disabled).running
 
 
 def test_bad_config_is_rejected_with_the_key_and_value():
-    app = Flask("bad")
+    app = make_app("bad")
     app.config["TICKER_MAX_WORKERS"] = 0
     with pytest.raises(ValueError, match="TICKER_MAX_WORKERS must be an int >= 1, got 0"):
         Ticker(app)
@@ -831,8 +747,7 @@ def test_the_app_factory_pattern_binds_later(clock):
     clock.ticker = ticker
     rec = Recorder(clock)
     job = ticker.every(10, rec)
-    app = Flask("factory")
-    app.config["TICKER_ENABLED"] = False
+    app = make_app("factory", TICKER_ENABLED=False)
     ticker.init_app(app)
     assert ticker.app is app
     started(ticker, clock)
@@ -847,7 +762,7 @@ def test_one_module_level_ticker_moves_to_each_new_app_without_doubling():
     ticker.every(3600, lambda: ran_in.append(current_app.name), name="hourly")
     before = threading.active_count()
     for i in range(5):
-        ticker.init_app(Flask(f"app{i}"))
+        ticker.init_app(make_app(f"app{i}"))
         wait_until(lambda: len(ran_in) == i + 1)
     assert ran_in == [f"app{i}" for i in range(5)]
     assert threading.active_count() - before <= 1 + 1  # loop + one job worker
@@ -858,7 +773,7 @@ def test_apps_dropped_without_stop_take_their_threads_with_them():
     runs = []
 
     def create_app():
-        app = Flask("many")
+        app = make_app("many")
         ticker = Ticker(app)
         ticker.every(3600, lambda: runs.append(1), name="hourly")
         return app
@@ -929,3 +844,98 @@ def test_running_a_job_with_no_app_bound_says_how_to_bind_one():
 def test_the_module_declares_its_public_surface():
     assert flask_ticker.__all__ == ["Ticker", "Job", "run_in_background"]
     assert isinstance(flask_ticker.__version__, str)
+
+
+# -- the runner lock: one process of several runs the jobs --
+
+def locked_app(tmp_path: Path, name: str = "locked", **config) -> Flask:
+    app = Flask(name, instance_path=str(tmp_path / "instance"))
+    app.config.update({"TICKER_LOCK_RETRY": 0.05, **config})
+    return app
+
+
+def test_the_default_lock_file_is_private_and_its_folder_is_created(tmp_path):
+    ticker = Ticker(locked_app(tmp_path, "my app"))
+    lock = tmp_path / "instance" / "flask_ticker-my_app.lock"
+    wait_until(lambda: ticker._holding)
+    assert lock.exists() and lock.stat().st_mode & 0o777 == 0o600
+    assert ticker.stop(WAIT)
+
+
+def test_a_symlinked_lock_file_fails_at_start_up(tmp_path):
+    (tmp_path / "instance").mkdir()
+    target = tmp_path / "elsewhere"
+    (tmp_path / "instance" / "flask_ticker-locked.lock").symlink_to(target)
+    with pytest.raises(OSError):
+        Ticker(locked_app(tmp_path))
+    assert not target.exists()
+
+
+def test_a_bad_lock_setting_is_rejected(tmp_path):
+    with pytest.raises(TypeError, match="TICKER_LOCK must be a path, False, or an object"):
+        Ticker(locked_app(tmp_path, TICKER_LOCK=42))
+    with pytest.raises(ValueError, match="TICKER_LOCK_RETRY must be seconds > 0, got 0"):
+        Ticker(locked_app(tmp_path, TICKER_LOCK_RETRY=0))
+
+
+def two_tickers(tmp_path: Path, runs: list):
+    tickers = []
+    for i in range(2):
+        ticker = Ticker(locked_app(tmp_path, "shared", TICKER_ENABLED=False))
+        ticker.every(3600, lambda i=i: runs.append(i), name="hourly")
+        ticker.every(0.2, lambda: None, name="fast", run_now=False)
+        tickers.append(ticker)
+    return tickers
+
+
+def test_only_the_lock_holder_runs_and_a_takeover_keeps_the_grid(tmp_path):
+    runs: list[int] = []
+    first, second = two_tickers(tmp_path, runs)
+    first.start()
+    wait_until(lambda: runs == [0])
+    second.start()
+    fast_due = first.get("fast").next_run
+    assert first.stop(WAIT)
+    wait_until(lambda: second.get("fast").next_run is not None)
+    assert runs == [0]  # the hourly run_now job did not run again
+    taken_over = second.get("fast").next_run
+    # the same 0.2 s grid: a whole number of ticks after the first holder's
+    ticks = (taken_over - fast_due).total_seconds() / 0.2
+    assert abs(ticks - round(ticks)) < 0.05, ticks
+    assert second.stop(WAIT)
+
+
+def test_when_every_process_has_stopped_the_next_one_starts_afresh(tmp_path):
+    runs: list[int] = []
+    first, second = two_tickers(tmp_path, runs)
+    first.start()
+    wait_until(lambda: runs == [0])
+    assert first.stop(WAIT)
+    second.start()
+    wait_until(lambda: runs == [0, 1])
+
+
+class CountingLock:
+    def __init__(self, free: bool) -> None:
+        self.free, self.calls = free, []
+
+    def acquire(self, blocking: bool = True) -> bool:
+        self.calls.append(("acquire", blocking))
+        return self.free
+
+    def release(self) -> None:
+        self.calls.append(("release",))
+
+
+def test_a_custom_lock_decides_who_runs(tmp_path):
+    taken = CountingLock(free=False)
+    runs = []
+    ticker = Ticker(locked_app(tmp_path, TICKER_LOCK=taken, TICKER_ENABLED=False))
+    ticker.every(3600, lambda: runs.append(1))
+    ticker.start()
+    wait_until(lambda: len(taken.calls) >= 3)  # it keeps trying, every 0.05 s
+    assert runs == [] and set(taken.calls) == {("acquire", False)}
+    taken.free = True
+    wait_until(lambda: runs == [1])
+    assert ticker.stop(WAIT)
+    assert taken.calls[-1] == ("release",)

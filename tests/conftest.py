@@ -1,0 +1,141 @@
+"""Fixtures for the tests that serve apps with real servers in subprocesses.
+
+Servers bind to free ports on 127.0.0.1, run in sessions of their own so
+that every process they fork is stopped with them, and every wait is
+bounded.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BIN = Path(sys.executable).parent  # flask, gunicorn and waitress-serve live here
+
+
+class Run(NamedTuple):
+    pid: int
+    at: float
+    event: str
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"{what}: not met within {timeout}s"
+        time.sleep(0.02)
+
+
+class Server:
+    """One command serving an app, with the job runs it has written so far."""
+
+    def __init__(self, tmp_path: Path, args: list[str], cwd: Path, env: dict[str, str]):
+        self.port = free_port()
+        self.runs_file = tmp_path / "runs.txt"
+        self.env = {**os.environ, "RUNS_FILE": str(self.runs_file), "PORT": str(self.port),
+                    "FLASK_RUN_PORT": str(self.port), "INSTANCE_PATH": str(tmp_path / "instance"),
+                    "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}", **env}
+        for inherited in ("WERKZEUG_RUN_MAIN", "WERKZEUG_SERVER_FD", "FLASK_RUN_FROM_CLI"):
+            self.env.pop(inherited, None)
+        self.log = open(tmp_path / "server.log", "w+")
+        args = [str(a).replace("{port}", str(self.port)) for a in args]
+        self.proc = subprocess.Popen(args, cwd=cwd, env=self.env,
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def runs(self, prefix: str = "tick") -> list[Run]:
+        if not self.runs_file.exists():
+            return []
+        rows = [line.split() for line in self.runs_file.read_text().splitlines()]
+        return [Run(int(pid), float(at), event) for pid, at, event in rows
+                if event.startswith(prefix)]
+
+    def wait_for_runs(self, count: int, prefix: str = "tick", timeout: float = 20.0) -> list[Run]:
+        def enough():
+            assert self.proc.poll() is None, f"server exited:\n{self.output()}"
+            runs = self.runs(prefix)
+            return runs if len(runs) >= count else None
+        return wait_until(enough, timeout, f"{count} '{prefix}' runs")
+
+    def get(self, path: str = "/") -> str:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+
+    def wait_until_serving(self, timeout: float = 20.0) -> None:
+        def serving():
+            assert self.proc.poll() is None, f"server exited:\n{self.output()}"
+            try:
+                return self.get()
+            except OSError:
+                return None
+        wait_until(serving, timeout, "serving")
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+        # Reap whatever the server forked, even if the leader is gone.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """serve(args, cwd=tests/, **env) starts a server, "{port}" in args being
+    its free port; all are stopped after the test."""
+    servers: list[Server] = []
+
+    def start(args: list, cwd: Path = HERE, **env: str) -> Server:
+        server = Server(tmp_path, args, cwd, env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def assert_once_per_tick(runs: list[Run], interval: float) -> None:
+    """No two runs in one tick, from one process or several."""
+    times = sorted(run.at for run in runs)
+    gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
+    assert all(gap > interval / 2 for gap in gaps), f"two runs in one tick: {gaps}"

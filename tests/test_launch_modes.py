@@ -1,0 +1,182 @@
+"""Exactly once per tick, however the app is launched.
+
+Each test serves an app with a real server (the Werkzeug development server,
+the flask CLI, gunicorn, waitress) and reads the job runs it wrote: which
+process ran each tick, and that no tick ran twice.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+import pytest
+from conftest import BIN, HERE, ROOT, Run, assert_once_per_tick, wait_until
+
+INTERVAL = 0.5
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX servers and signals")
+PY = sys.executable
+FLASK = [PY, "-m", "flask", "--app", "launch_app"]
+
+
+def ran_by(runs) -> set[int]:
+    return {run.pid for run in runs}
+
+
+# -- the development server and the flask CLI --
+
+@pytest.mark.parametrize("args, env", [
+    pytest.param([PY, "launch_app.py"], {"APP_DEBUG": "1"}, id="app.run(debug=True)"),
+    pytest.param([*FLASK, "run", "--debug"], {}, id="flask run --debug"),
+])
+def test_the_reloader_runs_jobs_only_in_its_child_and_reloads_edited_jobs(
+        serve, tmp_path, args, env):
+    app_file = tmp_path / "launch_app.py"
+    shutil.copy(HERE / "launch_app.py", app_file)
+    server = serve(args, cwd=tmp_path, **env)
+    first = server.wait_for_runs(4)
+    assert ran_by(first) != {server.pid} and len(ran_by(first)) == 1
+
+    app_file.write_text(app_file.read_text().replace('VERSION = "v1"', 'VERSION = "v2"'))
+    edited = server.wait_for_runs(3, prefix="tick-v2")
+    runs = server.runs()
+    assert server.pid not in ran_by(runs)
+    assert ran_by(edited).isdisjoint(ran_by(first))  # a new child runs the new code
+    for pid in ran_by(runs):
+        assert_once_per_tick([r for r in runs if r.pid == pid], INTERVAL)
+    # One child at a time: the old one's runs all come before the new one's.
+    assert max(r.at for r in first) < min(r.at for r in edited)
+
+
+@pytest.mark.parametrize("args", [
+    pytest.param([*FLASK, "run"], id="flask run"),
+    pytest.param([*FLASK, "run", "--debug", "--no-reload"], id="flask run --debug --no-reload"),
+    pytest.param([PY, "launch_app.py"], id="app.run()"),
+])
+def test_without_the_reloader_the_one_process_runs_each_tick_once(serve, args):
+    server = serve(args)
+    runs = server.wait_for_runs(5)
+    assert ran_by(runs) == {server.pid}
+    assert_once_per_tick(runs, INTERVAL)
+
+
+def test_flask_run_with_reload_runs_jobs_in_the_child_only(serve):
+    server = serve([*FLASK, "run", "--reload"])
+    runs = server.wait_for_runs(5)
+    assert len(ran_by(runs)) == 1 and server.pid not in ran_by(runs)
+    assert_once_per_tick(runs, INTERVAL)
+
+
+@pytest.mark.parametrize("command", [["routes"], ["migrate"]], ids=["routes", "custom command"])
+def test_one_off_cli_commands_run_no_job(tmp_path, command):
+    runs_file = tmp_path / "runs.txt"
+    env = {**os.environ, "RUNS_FILE": str(runs_file), "JOB_INTERVAL": "0.05",
+           "INSTANCE_PATH": str(tmp_path / "instance")}
+    env.pop("WERKZEUG_RUN_MAIN", None)
+    result = subprocess.run([*FLASK, *command], cwd=HERE, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert not runs_file.exists()
+
+
+# -- production servers: one process of several runs the jobs --
+
+@pytest.mark.parametrize("options", [
+    pytest.param(["-w", "4"], id="gunicorn -w 4"),
+    pytest.param(["-w", "4", "--preload"], id="gunicorn -w 4 --preload"),
+    pytest.param(["-w", "2", "--threads", "4", "-k", "gthread"], id="gunicorn gthread"),
+])
+def test_gunicorn_workers_run_each_tick_exactly_once(serve, options):
+    server = serve([BIN / "gunicorn", *options, "-b", "127.0.0.1:{port}", "launch_app:app"])
+    runs = server.wait_for_runs(8)
+    assert_once_per_tick(runs, INTERVAL)
+    later = [r for r in runs if r.at > runs[0].at + 1.5 * INTERVAL]
+    assert later and server.pid not in ran_by(later)  # a worker, never the master
+    assert len(ran_by(later)) == 1
+    assert len(server.runs("hourly")) == 1
+
+
+def test_waitress_runs_each_tick_once(serve):
+    server = serve([BIN / "waitress-serve", "--listen=127.0.0.1:{port}", "launch_app:app"])
+    runs = server.wait_for_runs(5)
+    assert ran_by(runs) == {server.pid}
+    assert_once_per_tick(runs, INTERVAL)
+
+
+def test_when_the_runner_is_killed_another_worker_takes_over(serve):
+    server = serve([BIN / "gunicorn", "-w", "3", "-b", "127.0.0.1:{port}", "launch_app:app"])
+    runner = server.wait_for_runs(3)[-1].pid
+    os.kill(runner, signal.SIGKILL)
+    killed_at = time.time()
+    runs = server.wait_for_runs(len(server.runs()) + 4)
+    after = [r for r in runs if r.at > killed_at]
+    assert runner not in ran_by(after)
+    # within one interval plus the retry cadence, and generous for a busy machine
+    assert after[0].at - killed_at < INTERVAL + 0.2 + 2.0
+    assert_once_per_tick(runs, INTERVAL)
+    assert len(server.runs("hourly")) == 1  # a takeover is not a restart
+
+
+def test_recycling_the_runner_does_not_rerun_run_now_jobs(serve):
+    server = serve([BIN / "gunicorn", "-w", "2", "--max-requests", "5",
+                    "-b", "127.0.0.1:{port}", "launch_app:app"])
+    server.wait_for_runs(1, prefix="hourly")
+    first_runner = server.runs("hourly")[0].pid
+    served_by = set()
+    for _ in range(40):
+        served_by.add(int(server.get()))
+        time.sleep(0.05)
+    assert len(served_by) > 2  # workers were recycled
+    wait_until(lambda: not os.path.exists(f"/proc/{first_runner}"), 20, "runner recycled")
+    server.wait_for_runs(len(server.runs()) + 3)
+    assert len(server.runs("hourly")) == 1
+    assert_once_per_tick(server.runs(), INTERVAL)
+
+
+def test_sigterm_lets_the_running_job_finish_and_starts_no_other(serve):
+    server = serve([BIN / "gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "launch_app:app"],
+                   JOB_INTERVAL="2", JOB_SECONDS="1")
+    started = server.wait_for_runs(1, prefix="tick-v1")[0]
+    os.kill(server.pid, signal.SIGTERM)
+    signalled_at = time.time()
+    assert server.proc.wait(timeout=40) == 0, server.output()
+    assert [r.pid for r in server.runs("tick-end")] == [started.pid]
+    assert [r for r in server.runs("tick-v1") if r.at > signalled_at] == []
+    assert signalled_at - started.at < 1, "the signal came after the job had finished"
+
+
+# -- the example app, as a newcomer runs it --
+
+def example_rows(db) -> list[tuple[str, int]]:
+    if not db.exists():
+        return []
+    with sqlite3.connect(db, timeout=10) as conn:
+        try:
+            return conn.execute("SELECT at, pid FROM updates WHERE source = 'ticker'"
+                                " ORDER BY at").fetchall()
+        except sqlite3.OperationalError:  # no table yet
+            return []
+
+
+@pytest.mark.parametrize("args", [
+    pytest.param([PY, "example_app.py"], id="python example_app.py"),
+    pytest.param([PY, "-m", "flask", "--app", "example_app", "run", "--debug"],
+                 id="flask --app example_app run --debug"),
+])
+def test_the_example_app_runs_its_job_once_per_tick_in_the_reloader_child(
+        serve, tmp_path, args):
+    db = tmp_path / "example.sqlite3"
+    server = serve(args, cwd=ROOT, FLASK_DATABASE=str(db), FLASK_UPDATE_EVERY="0.4",
+                   FLASK_TICKER_LOCK=str(tmp_path / "example.lock"))
+    rows = wait_until(lambda: len(example_rows(db)) >= 4 and example_rows(db), 30, "4 runs")
+    pids = {pid for _, pid in rows}
+    assert len(pids) == 1 and server.pid not in pids
+    assert_once_per_tick([Run(pid, datetime.fromisoformat(at).timestamp(), "")
+                          for at, pid in rows], 0.4)
+    server.wait_until_serving()
+    assert "refresh" in server.get()
