@@ -77,6 +77,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _readonly(attr: str, doc: str) -> property:
     return property(lambda self: getattr(self, attr), doc=doc)
 
+
 # Tickers to stop at interpreter exit; weak, so that apps a test suite
 # drops are not kept alive by this module.
 _tickers: weakref.WeakSet[Ticker] = weakref.WeakSet()
@@ -234,9 +235,11 @@ class Ticker:
     def _reset(self) -> None:
         # The state a forked child must build anew: its parent's threads are
         # gone, and may have held these locks at the moment of the fork.
+        #
         # Guards the jobs, the heap and every job's scheduler state.  No
         # user code runs while it is held.
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         self._heap: list[tuple[float, int, Job]] = []
         self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
@@ -340,10 +343,10 @@ class Ticker:
                 raise ValueError(
                     f"every(): a job named {name!r} is already registered on this ticker;"
                     " pass name= to register another")
-            self._jobs[name] = job
             if self._holding:
                 self._plan([job], self._clock())
                 self._wakeup.set()
+            self._jobs[name] = job
         return job
 
     @property
@@ -368,6 +371,7 @@ class Ticker:
         jobs with ``run_now`` run at once.  Idempotent; a stopped ticker can
         be started again.
         """
+        self._check_pid()
         with self._lock:
             if self._thread is not None:
                 return
@@ -375,13 +379,16 @@ class Ticker:
                 raise RuntimeError("Ticker.start() needs an app: pass it to Ticker(app)"
                                    " or call ticker.init_app(app) first")
             self._job_pool.closed = self._task_pool.closed = False
+            if _uwsgi_without_threads():
+                logger.warning("uWSGI runs without --enable-threads, so the ticker"
+                               " cannot run: add --enable-threads to the uwsgi command")
+                return
             if isinstance(self._runner, _LockFile):
                 self._runner.join()
             self._thread = threading.Thread(
                 target=_loop, args=(weakref.ref(self), self._wakeup),
                 name="flask-ticker", daemon=True)
             self._thread.start()
-        _warn_if_uwsgi_without_threads()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop starting runs and wait up to ``timeout`` seconds (None: no
@@ -397,6 +404,7 @@ class Ticker:
         return finished
 
     def _halt(self, timeout: float | None) -> bool:
+        self._check_pid()
         with self._lock:
             thread, self._thread = self._thread, None
             for job in self._jobs.values():
@@ -421,24 +429,35 @@ class Ticker:
         self._served = True
 
     def _forked(self, child: bool) -> None:
-        # A process that forks before it has served a request is a preforking
-        # master (gunicorn --preload, uWSGI without lazy-apps): threads do not
-        # survive a fork, and it will not serve, so it hands the jobs to its
-        # children.  It stays a member of the deployment, so the child that
-        # takes the lock continues the grid instead of starting it again.
-        hand_over = self._forking or (self._thread is not None and not self._served)
+        # A preforking master (gunicorn --preload, uWSGI without lazy-apps)
+        # loads the app, then forks workers and serves nothing itself, and
+        # threads do not survive a fork: it hands the jobs to its children.
+        # It stays a member of the deployment, so the child that takes the
+        # lock continues the grid instead of starting it again.  Any other
+        # fork (multiprocessing) leaves the jobs where they are.
+        hand_over = self._forking or (
+            self._thread is not None and not self._served and _preforking_server())
         if not child:
             if hand_over and not self._forking:
                 self._forking = True
                 threading.Thread(target=self._halt, args=(None,), daemon=True,
                                  name="flask-ticker-handover").start()
             return
-        if isinstance(self._runner, _LockFile):
-            self._runner.forget()
-        self._reset()
+        self._forget_parent()
         if hand_over:
             self._forking = False
             self.start()
+
+    def _check_pid(self) -> None:
+        # uWSGI forks its workers from C without Python's fork hooks; such a
+        # child finds its parent's threads here, and must not wait for them.
+        if self._pid != os.getpid():
+            self._forget_parent()
+
+    def _forget_parent(self) -> None:
+        if isinstance(self._runner, _LockFile):
+            self._runner.forget()
+        self._reset()
 
     def _start_when_serving(self, app: Flask) -> None:
         # Start only in the process that serves requests: never in the
@@ -512,16 +531,8 @@ class Ticker:
             if self._thread is not threading.current_thread():
                 return None  # stop() came first; the loop sees it next
             now = self._clock()
-            if not self._holding:
-                try:
-                    if self._runner is not None and not self._runner.acquire(blocking=False):
-                        return self._retry
-                except Exception:
-                    logger.exception("cannot take TICKER_LOCK; trying again in %ss", self._retry)
-                    return self._retry
-                self._holding = True
-                logger.info("process %d runs the jobs", os.getpid())
-                self._plan(list(self._jobs.values()), now)
+            if not self._holding and not self._take_lock(now):
+                return self._retry
             heap = self._heap
             while heap and heap[0][0] <= now:
                 due, seq, job = heapq.heappop(heap)
@@ -547,6 +558,26 @@ class Ticker:
                     index += 1
                 self._schedule(job, index)
             return heap[0][0] - now if heap else None
+
+    def _take_lock(self, now: float) -> bool:
+        runner = self._runner
+        try:
+            if runner is not None and not runner.acquire(blocking=False):
+                return False
+        except Exception:
+            logger.exception("cannot take TICKER_LOCK; trying again in %ss", self._retry)
+            return False
+        try:
+            self._plan(list(self._jobs.values()), now)
+        except Exception:
+            logger.exception("cannot read the jobs' schedule beside TICKER_LOCK;"
+                             " trying again in %ss", self._retry)
+            if runner is not None:
+                runner.release()
+            return False
+        self._holding = True
+        logger.info("process %d runs the jobs", os.getpid())
+        return True
 
     def _lag(self, job: Job, why: str) -> None:
         # Once per streak: a job that overruns every tick must not flood the log.
@@ -582,6 +613,7 @@ def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) ->
             logger.exception("background task %r failed", name)
             raise
 
+    ticker._check_pid()
     return ticker._task_pool.submit(name, task)
 
 
@@ -832,7 +864,7 @@ def _master() -> str | None:
     It outlives its workers: while it runs, a worker that finds no other
     member replaces recycled ones, and the deployment has not restarted.
     """
-    if "gunicorn.arbiter" not in sys.modules and "uwsgi" not in sys.modules:
+    if not _preforking_server():
         return None
     ppid = os.getppid()
     try:  # its start time tells it from a later process with the same pid
@@ -842,11 +874,13 @@ def _master() -> str | None:
         return str(ppid)
 
 
-def _warn_if_uwsgi_without_threads() -> None:
+def _preforking_server() -> bool:
+    return "gunicorn.arbiter" in sys.modules or "uwsgi" in sys.modules
+
+
+def _uwsgi_without_threads() -> bool:
     uwsgi = sys.modules.get("uwsgi")
-    if uwsgi is not None and not (uwsgi.opt.get("enable-threads") or uwsgi.opt.get("threads")):
-        logger.warning("uWSGI runs without --enable-threads, so the ticker's threads"
-                       " never run: add --enable-threads to the uwsgi command")
+    return uwsgi is not None and not (uwsgi.opt.get("enable-threads") or uwsgi.opt.get("threads"))
 
 
 def _safe_name(name: str) -> str:

@@ -48,8 +48,10 @@ def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
 class Server:
     """One command serving an app, with the job runs it has written so far."""
 
-    def __init__(self, tmp_path: Path, args: list[str], cwd: Path, env: dict[str, str]):
+    def __init__(self, tmp_path: Path, args: list[str], cwd: Path, env: dict[str, str],
+                 stop_signal: int = signal.SIGTERM):
         self.port = free_port()
+        self.stop_signal = stop_signal
         self.runs_file = tmp_path / "runs.txt"
         self.env = {**os.environ, "RUNS_FILE": str(self.runs_file), "PORT": str(self.port),
                     "FLASK_RUN_PORT": str(self.port), "INSTANCE_PATH": str(tmp_path / "instance"),
@@ -99,7 +101,7 @@ class Server:
         wait_until(serving, timeout, "serving")
 
     def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig in (self.stop_signal, signal.SIGKILL):
             try:
                 os.killpg(self.proc.pid, sig)
             except ProcessLookupError:
@@ -124,8 +126,9 @@ def serve(tmp_path):
     its free port; all are stopped after the test."""
     servers: list[Server] = []
 
-    def start(args: list, cwd: Path = HERE, **env: str) -> Server:
-        server = Server(tmp_path, args, cwd, env)
+    def start(args: list, cwd: Path = HERE, stop_signal: int = signal.SIGTERM,
+              **env: str) -> Server:
+        server = Server(tmp_path, args, cwd, env, stop_signal)
         servers.append(server)
         return server
 

@@ -180,3 +180,32 @@ def test_the_example_app_runs_its_job_once_per_tick_in_the_reloader_child(
                           for at, pid in rows], 0.4)
     server.wait_until_serving()
     assert "refresh" in server.get()
+
+
+# -- uWSGI --
+
+# Stopped with SIGKILL: uWSGI's own shutdown is not what these tests are about.
+UWSGI = [BIN / "uwsgi", "--http", "127.0.0.1:{port}", "--module", "launch_app:app",
+         "--master", "--processes", "3", "--die-on-term"]
+
+
+def test_uwsgi_with_lazy_apps_runs_each_tick_once_in_one_worker(serve):
+    server = serve([*UWSGI, "--lazy-apps", "--enable-threads"], stop_signal=signal.SIGKILL)
+    runs = server.wait_for_runs(6)
+    assert len(ran_by(runs)) == 1 and server.pid not in ran_by(runs)
+    assert_once_per_tick(runs, INTERVAL)
+
+
+def test_uwsgi_without_lazy_apps_runs_each_tick_once_in_the_master(serve):
+    # uWSGI forks its workers from C, without Python's fork hooks, so the
+    # master that loaded the app keeps the jobs.
+    server = serve([*UWSGI, "--enable-threads"], stop_signal=signal.SIGKILL)
+    runs = server.wait_for_runs(6)
+    assert ran_by(runs) == {server.pid}
+    assert_once_per_tick(runs, INTERVAL)
+
+
+def test_uwsgi_without_threads_gets_a_warning_that_says_how_to_fix_it(serve):
+    server = serve([*UWSGI, "--lazy-apps"], stop_signal=signal.SIGKILL)
+    wait_until(lambda: "--enable-threads to the uwsgi command" in server.output(), 20,
+               "the warning")
