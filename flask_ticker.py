@@ -429,9 +429,9 @@ class Ticker:
         self._served = True
 
     def _forked(self, child: bool) -> None:
-        # A preforking master (gunicorn --preload, uWSGI without lazy-apps)
-        # loads the app, then forks workers and serves nothing itself, and
-        # threads do not survive a fork: it hands the jobs to its children.
+        # A preforking master (gunicorn --preload) loads the app, then forks
+        # workers and serves nothing itself, and threads do not survive a
+        # fork: it hands the jobs to its children.
         # It stays a member of the deployment, so the child that takes the
         # lock continues the grid instead of starting it again.  Any other
         # fork (multiprocessing) leaves the jobs where they are.
@@ -705,8 +705,9 @@ class _LockFile:
 
     ``name.lock``: whoever holds it runs the jobs.  ``name.lock.members``:
     each process with a started ticker holds it shared, so the first one to
-    join knows it is alone: a restart.  ``name.lock.state``: the deployment's
-    id and each job's grid origin, on the wall clock, read by a new runner.
+    join knows it is alone: a restart, unless the master that forked it (see
+    `_master`) still runs.  ``name.lock.state``: the deployment's id and each
+    job's grid origin, on the wall clock, read by a new runner.
 
     These are flock() locks: the kernel drops them when their process dies,
     so a crash never leaves a stale lock.  A forked child shares its parent's
@@ -765,10 +766,9 @@ class _LockFile:
             self._member = None
 
     def forget(self) -> None:
-        for file in (self._held, self._member):
-            if file is not None:
-                file.close()
-        self._held = self._member = None
+        # In a forked child these close only the child's copies.
+        self.release()
+        self.leave()
 
     def shared_origins(self, new: dict[str, tuple[float, float]]) -> dict[str, float]:
         """Given ``{job name: (interval, origin if new)}``, record the new
