@@ -52,9 +52,8 @@ import time
 import uuid
 import weakref
 from collections import deque
-from concurrent.futures import Future
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
 import click
 from flask import Flask, current_app, has_app_context
@@ -65,6 +64,9 @@ try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 __version__ = "0.1.0"
 __all__ = ["Ticker", "Job", "run_in_background"]
@@ -109,7 +111,7 @@ class Job:
         self._index = 0
         self._due: float | None = None
         self._seq: int | None = None
-        self._lagging = False  # warned about this overrun streak already
+        self._lagging = False  # warned about this streak of lapses already
 
     name = _readonly("_name", "Unique within its ticker.")
     interval = _readonly("_interval", "Seconds between due times, a float.")
@@ -197,8 +199,12 @@ class Job:
             self._call()
         except BaseException:
             logger.exception("job %r failed; it keeps its schedule", self.name)
+        finally:
+            if self._last_duration < self._interval:
+                self._lagging = False  # it keeps up again: warn at the next lapse
+            self._running = False
 
-    def _release(self, _future: object = None) -> None:
+    def _release(self) -> None:
         self._running = False
 
     def __repr__(self) -> str:
@@ -548,11 +554,8 @@ class Ticker:
                         job._skipped += behind
                         self._lag(job, f"was {behind} run(s) behind (was the process"
                                        " suspended?); running it once now")
-                    else:
-                        job._lagging = False
                     job._running = True
-                    self._job_pool.submit(job.name, job._run_scheduled) \
-                        .add_done_callback(job._release)
+                    self._job_pool.submit(job.name, job._run_scheduled, job._release)
                 index = job._index + behind + 1
                 while job._origin + index * job.interval <= now:  # float rounding
                     index += 1
@@ -580,7 +583,8 @@ class Ticker:
         return True
 
     def _lag(self, job: Job, why: str) -> None:
-        # Once per streak: a job that overruns every tick must not flood the log.
+        # Once per streak: a job that overruns every tick must not flood the
+        # log.  The streak ends when a run takes less than the interval.
         if not job._lagging:
             job._lagging = True
             logger.warning("job %r %s", job.name, why)
@@ -605,16 +609,24 @@ def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) ->
     name = _name(func)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
 
-    def task() -> Any:
+    # Imported here: it costs more than this whole module, and jobs and
+    # processes that run no task (a CLI command) never need it.
+    from concurrent.futures import Future
+    future: Future = Future()
+
+    def task() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
         try:
             with app.app_context():
-                return func(*args, **kwargs)
-        except BaseException:
+                future.set_result(func(*args, **kwargs))
+        except BaseException as exc:
             logger.exception("background task %r failed", name)
-            raise
+            future.set_exception(exc)
 
     ticker._check_pid()
-    return ticker._task_pool.submit(name, task)
+    ticker._task_pool.submit(name, task, future.cancel)
+    return future
 
 
 class _Pool:
@@ -631,18 +643,19 @@ class _Pool:
         # Guards everything below; idle workers wait on it.
         self._cond = threading.Condition(threading.Lock())
         self.closed = False
-        self._queue: deque[tuple[str, Future, Callable[[], Any]]] = deque()
+        # (label, run, cancel): run() never raises; cancel() is for work
+        # dropped unstarted at shutdown.
+        self._queue: deque[tuple[str, Callable[[], None], Callable[[], Any]]] = deque()
         self._threads: set[threading.Thread] = set()
         self._idle = 0
         self._active: list[str] = []
         self._count = itertools.count()
 
-    def submit(self, label: str, call: Callable[[], Any]) -> Future:
-        future: Future = Future()
+    def submit(self, label: str, run: Callable[[], None], cancel: Callable[[], Any]) -> None:
         with self._cond:
             if self.closed:
                 raise RuntimeError(f"cannot start {label!r}: the ticker has been stopped")
-            self._queue.append((label, future, call))
+            self._queue.append((label, run, cancel))
             if self._idle >= len(self._queue):
                 self._cond.notify()
             elif len(self._threads) < self.max_workers:
@@ -650,7 +663,6 @@ class _Pool:
                                           name=f"{self.name}-{next(self._count)}")
                 self._threads.add(thread)
                 thread.start()
-        return future
 
     def _work(self) -> None:
         while True:
@@ -662,14 +674,10 @@ class _Pool:
                     self._idle += 1
                     self._cond.wait()
                     self._idle -= 1
-                label, future, call = self._queue.popleft()
+                label, run, cancel = self._queue.popleft()
                 self._active.append(label)
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(call())
-                except BaseException as exc:  # the call logged it
-                    future.set_exception(exc)
-            del future, call  # an idle worker must not keep the last app alive
+            run()
+            del run, cancel  # an idle worker must not keep the last app alive
             with self._cond:
                 self._active.remove(label)
 
@@ -682,7 +690,7 @@ class _Pool:
     def shutdown(self, deadline: float | None) -> list[str]:
         """Close, and let the workers drain the queue until ``deadline``
         (monotonic).  Returns the labels still running, then those that
-        never started, whose futures are cancelled.
+        never started, which are cancelled.
         """
         self.close()
         with self._cond:
@@ -692,8 +700,8 @@ class _Pool:
         with self._cond:
             unfinished = list(self._active)
             dropped, self._queue = self._queue, deque()
-        for label, future, _ in dropped:
-            future.cancel()
+        for label, _, cancel in dropped:
+            cancel()
             unfinished.append(label)
         return unfinished
 

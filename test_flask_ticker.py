@@ -251,6 +251,32 @@ def test_an_overrunning_job_skips_ticks_and_keeps_its_grid(ticker, clock, caplog
     assert len(warnings) == 1 and "still running" in warnings[0].getMessage()
 
 
+def test_a_job_that_always_overruns_warns_once_until_it_keeps_up_again(ticker, clock, caplog):
+    entered, permits = threading.Semaphore(0), threading.Semaphore(0)
+    job = ticker.every(10, lambda: (entered.release(), permits.acquire(timeout=WAIT)))
+
+    def slow_tick():  # the run at the current time overruns into the next tick
+        assert entered.acquire(timeout=WAIT)
+        clock.advance(10)
+        clock.now += 1
+        permits.release()
+        settle(job)
+        clock.advance(9)
+
+    started(ticker, clock, wait_for_runs=False)
+    slow_tick()          # 1000 overruns into 1010: a warning
+    slow_tick()          # 1020 overruns into 1030: the same streak
+    assert entered.acquire(timeout=WAIT)
+    permits.release()    # 1040 takes no time: the streak is over
+    settle(job)
+    clock.advance(10)
+    slow_tick()          # 1050 overruns into 1060: a new streak
+    assert job.skipped == 3 and job.runs == 4
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    permits.release()  # the run at 1070
+
+
 def test_ticks_missed_while_suspended_coalesce_into_one_run(ticker, clock):
     rec = Recorder(clock)
     job = ticker.every(10, rec)
