@@ -45,13 +45,13 @@ import json
 import logging
 import math
 import os
+import queue
 import re
 import sys
 import threading
 import time
 import uuid
 import weakref
-from collections import deque
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
@@ -91,6 +91,12 @@ class Job:
     The k-th run is due at ``first_due + k * interval``.  Read the
     attributes for its state; change it with `pause`, `resume`, `cancel`.
     """
+
+    # Slots: an app may register thousands of jobs.
+    __slots__ = ("_ticker", "_func", "_args", "_kwargs", "_name", "_interval", "_run_now",
+                 "_runs", "_failures", "_skipped", "_last_run", "_last_duration",
+                 "_last_error", "_paused", "_running", "_origin", "_index", "_due", "_seq",
+                 "_lagging")
 
     def __init__(self, ticker: Ticker, func: Callable[..., Any], interval: float,
                  name: str, run_now: bool, args: tuple, kwargs: dict) -> None:
@@ -635,57 +641,57 @@ class _Pool:
     ThreadPoolExecutor would do, but since Python 3.9 its workers are joined
     before atexit handlers run, so one hung job would block interpreter exit
     with no timeout (bpo-39812).  These are daemons; shutdown() has a deadline.
+    Otherwise it works the same way: a queue, and idle workers counted with
+    a semaphore.
     """
 
     def __init__(self, name: str, max_workers: int) -> None:
         self.name = name
         self.max_workers = max_workers
-        # Guards everything below; idle workers wait on it.
-        self._cond = threading.Condition(threading.Lock())
         self.closed = False
-        # (label, run, cancel): run() never raises; cancel() is for work
-        # dropped unstarted at shutdown.
-        self._queue: deque[tuple[str, Callable[[], None], Callable[[], Any]]] = deque()
+        # Items are (label, run, cancel): run() never raises; cancel() is
+        # for work dropped unstarted at shutdown.  None tells a worker to exit.
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._active: dict[threading.Thread, str] = {}  # what each worker runs
+        # Guards closed and _threads, so no work is queued after shutdown.
+        self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
-        self._idle = 0
-        self._active: list[str] = []
         self._count = itertools.count()
 
     def submit(self, label: str, run: Callable[[], None], cancel: Callable[[], Any]) -> None:
-        with self._cond:
+        with self._lock:
             if self.closed:
                 raise RuntimeError(f"cannot start {label!r}: the ticker has been stopped")
-            self._queue.append((label, run, cancel))
-            if self._idle >= len(self._queue):
-                self._cond.notify()
-            elif len(self._threads) < self.max_workers:
+            self._queue.put((label, run, cancel))
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self.max_workers:
                 thread = threading.Thread(target=self._work, daemon=True,
                                           name=f"{self.name}-{next(self._count)}")
                 self._threads.add(thread)
                 thread.start()
 
     def _work(self) -> None:
+        me = threading.current_thread()
         while True:
-            with self._cond:
-                while not self._queue:
-                    if self.closed:
-                        self._threads.discard(threading.current_thread())
-                        return
-                    self._idle += 1
-                    self._cond.wait()
-                    self._idle -= 1
-                label, run, cancel = self._queue.popleft()
-                self._active.append(label)
-            run()
-            del run, cancel  # an idle worker must not keep the last app alive
-            with self._cond:
-                self._active.remove(label)
+            item = self._queue.get()
+            if item is None:
+                with self._lock:
+                    self._threads.discard(me)
+                self._idle.acquire(blocking=False)  # no longer idle: gone
+                return
+            self._active[me] = item[0]
+            item[1]()
+            # An idle worker must not keep the last job, and its app, alive.
+            del self._active[me], item
+            self._idle.release()
 
     def close(self) -> None:
-        """Refuse new work; workers exit once the queue is empty."""
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
+        """Refuse new work; workers exit once the work queued before is done."""
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                for _ in self._threads:
+                    self._queue.put(None)
 
     def shutdown(self, deadline: float | None) -> list[str]:
         """Close, and let the workers drain the queue until ``deadline``
@@ -693,16 +699,25 @@ class _Pool:
         never started, which are cancelled.
         """
         self.close()
-        with self._cond:
+        with self._lock:
             threads = [t for t in self._threads if t is not threading.current_thread()]
         for thread in threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        with self._cond:
-            unfinished = list(self._active)
-            dropped, self._queue = self._queue, deque()
-        for label, _, cancel in dropped:
-            cancel()
-            unfinished.append(label)
+        unfinished = [label for thread, label in list(self._active.items())
+                      if thread is not threading.current_thread()]
+        exits = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                exits += 1
+            else:
+                item[2]()
+                unfinished.append(item[0])
+        for _ in range(exits):  # for the workers still busy past the deadline
+            self._queue.put(None)
         return unfinished
 
 
@@ -729,9 +744,6 @@ class _LockFile:
         self._member: Any = None   # the open members file, while a member
 
     def _open(self, suffix: str = "") -> Any:
-        folder = os.path.dirname(self.path)
-        if folder:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         return open(os.open(self.path + suffix, flags, 0o600), "r+b", buffering=0)
 
@@ -753,6 +765,7 @@ class _LockFile:
             self._held = None
 
     def join(self) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
         self._open().close()  # a bad path fails here, at start-up
         anchor = _master()
         with self._state() as state:  # one joiner at a time
@@ -796,14 +809,17 @@ class _LockFile:
     def _state(self) -> Any:
         with self._open(".state") as file:
             fcntl.flock(file, fcntl.LOCK_EX)
+            before = file.read()
             try:
-                state = json.loads(file.read() or b"{}")
+                state = json.loads(before or b"{}")
             except ValueError:
                 state = {}
             yield state
-            file.seek(0)
-            file.truncate()
-            file.write(json.dumps(state).encode())
+            after = json.dumps(state).encode()
+            if after != before:
+                file.seek(0)
+                file.truncate()
+                file.write(after)
 
 
 def _loop(ref: weakref.ref[Ticker], wakeup: threading.Event) -> None:

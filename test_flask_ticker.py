@@ -453,7 +453,11 @@ def test_stop_timeout_returns_false_and_names_the_unfinished_job(ticker, clock, 
     assert entered.wait(WAIT)
     assert ticker.stop(timeout=0.05) is False
     assert "job 'hangs'" in caplog.text
+    workers = [t for t in threading.enumerate() if t.name.startswith("flask-ticker-job")]
     release.set()
+    for worker in workers:  # once the job is done, its worker exits too
+        worker.join(WAIT)
+        assert not worker.is_alive()
 
 
 def test_start_and_stop_are_idempotent_and_a_stopped_ticker_restarts(ticker, clock):
