@@ -625,10 +625,12 @@ def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) ->
             return
         try:
             with app.app_context():
-                future.set_result(func(*args, **kwargs))
-        except BaseException as exc:
+                result = func(*args, **kwargs)
+        except BaseException as exc:  # the task's, or a teardown's
             logger.exception("background task %r failed", name)
             future.set_exception(exc)
+        else:
+            future.set_result(result)
 
     ticker._check_pid()
     ticker._task_pool.submit(name, task, future.cancel)
@@ -742,33 +744,39 @@ class _LockFile:
         self.deployment: str | None = None
         self._held: Any = None     # the open lock file, while held
         self._member: Any = None   # the open members file, while a member
+        # Held around every use of the files, and across os.fork(): a child
+        # that inherited a file another thread had open and locked would
+        # keep that lock alive, and deadlock on it, forever.
+        self.io = threading.RLock()
 
     def _open(self, suffix: str = "") -> Any:
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         return open(os.open(self.path + suffix, flags, 0o600), "r+b", buffering=0)
 
     def acquire(self, blocking: bool = False) -> bool:
-        file = self._open()
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            file.close()
-            return False
-        self._held = file
-        return True
+        with self.io:
+            file = self._open()
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                file.close()
+                return False
+            self._held = file
+            return True
 
     def release(self) -> None:
         # Closing drops the lock; LOCK_UN would also drop it for a forked
         # child that has not closed its copy yet.
-        if self._held is not None:
-            self._held.close()
-            self._held = None
+        with self.io:
+            if self._held is not None:
+                self._held.close()
+                self._held = None
 
     def join(self) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
         self._open().close()  # a bad path fails here, at start-up
         anchor = _master()
-        with self._state() as state:  # one joiner at a time
+        with self.io, self._state() as state:  # one joiner at a time
             self._member = self._open(".members")
             try:
                 fcntl.flock(self._member, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -782,9 +790,10 @@ class _LockFile:
             self.deployment = state.setdefault("deployment", uuid.uuid4().hex)
 
     def leave(self) -> None:
-        if self._member is not None:
-            self._member.close()
-            self._member = None
+        with self.io:
+            if self._member is not None:
+                self._member.close()
+                self._member = None
 
     def forget(self) -> None:
         # In a forked child these close only the child's copies.
@@ -794,7 +803,7 @@ class _LockFile:
     def shared_origins(self, new: dict[str, tuple[float, float]]) -> dict[str, float]:
         """Given ``{job name: (interval, origin if new)}``, record the new
         jobs and return the origins of those this deployment already runs."""
-        with self._state() as state:
+        with self.io, self._state() as state:
             if state.get("deployment") != self.deployment:
                 state.clear()
                 state["deployment"] = self.deployment
@@ -849,13 +858,28 @@ def _stop_at_exit() -> None:
         ticker.stop(ticker._shutdown_timeout)
 
 
+_forking: list[_LockFile] = []  # whose io lock the forking thread holds
+
+
+def _before_fork() -> None:
+    _forking[:] = [t._runner for t in list(_tickers) if isinstance(t._runner, _LockFile)]
+    for files in _forking:
+        files.io.acquire()
+
+
 def _after_fork(child: bool) -> None:
+    for files in _forking:
+        if child:
+            files.io = threading.RLock()
+        else:
+            files.io.release()
+    _forking.clear()
     for ticker in list(_tickers):
         ticker._forked(child)
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_parent=lambda: _after_fork(False),
+    os.register_at_fork(before=_before_fork, after_in_parent=lambda: _after_fork(False),
                         after_in_child=lambda: _after_fork(True))
 
 
