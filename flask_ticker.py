@@ -206,7 +206,7 @@ class Job:
         except BaseException:
             logger.exception("job %r failed; it keeps its schedule", self.name)
         finally:
-            if self._last_duration < self._interval:
+            if (self._last_duration or 0.0) < self._interval:
                 self._lagging = False  # it keeps up again: warn at the next lapse
             self._running = False
 
