@@ -3,7 +3,7 @@
 Run a function every hour, the first time right now, and run slow work
 after the response, without cron, a job store or a scheduler package::
 
-    from flask import Flask
+    from flask import Flask, request
     from flask_ticker import Ticker, run_in_background
 
     app = Flask(__name__)
