@@ -310,7 +310,8 @@ class Ticker:
         if self.app is not None:
             self.stop(self._shutdown_timeout)
         self._max_workers = self._job_pool.max_workers = self._task_pool.max_workers = workers
-        self._job_pool.closed = self._task_pool.closed = False
+        self._job_pool.reopen()
+        self._task_pool.reopen()
         self._shutdown_timeout, self._runner, self._retry = timeout, runner, retry
         self._served = False
         app.extensions["ticker"] = self
@@ -390,7 +391,8 @@ class Ticker:
             if self.app is None:
                 raise RuntimeError("Ticker.start() needs an app: pass it to Ticker(app)"
                                    " or call ticker.init_app(app) first")
-            self._job_pool.closed = self._task_pool.closed = False
+            self._job_pool.reopen()
+            self._task_pool.reopen()
             if _uwsgi_without_threads():
                 logger.warning("uWSGI runs without --enable-threads, so the ticker"
                                " cannot run: add --enable-threads to the uwsgi command")
@@ -695,6 +697,10 @@ class _Pool:
                 for _ in self._threads:
                     self._queue.put(None)
 
+    def reopen(self) -> None:
+        with self._lock:
+            self.closed = False
+
     def shutdown(self, deadline: float | None) -> list[str]:
         """Close, and let the workers drain the queue until ``deadline``
         (monotonic).  Returns the labels still running, then those that
@@ -858,22 +864,22 @@ def _stop_at_exit() -> None:
         ticker.stop(ticker._shutdown_timeout)
 
 
-_forking: list[_LockFile] = []  # whose io lock the forking thread holds
+_held_for_fork: list[_LockFile] = []  # whose io lock the forking thread holds
 
 
 def _before_fork() -> None:
-    _forking[:] = [t._runner for t in list(_tickers) if isinstance(t._runner, _LockFile)]
-    for files in _forking:
+    _held_for_fork[:] = [t._runner for t in list(_tickers) if isinstance(t._runner, _LockFile)]
+    for files in _held_for_fork:
         files.io.acquire()
 
 
 def _after_fork(child: bool) -> None:
-    for files in _forking:
+    for files in _held_for_fork:
         if child:
             files.io = threading.RLock()
         else:
             files.io.release()
-    _forking.clear()
+    _held_for_fork.clear()
     for ticker in list(_tickers):
         ticker._forked(child)
 
