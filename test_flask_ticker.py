@@ -8,6 +8,7 @@ real development server in subprocesses.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import math
 import signal
@@ -931,6 +932,22 @@ def test_when_every_process_has_stopped_the_next_one_starts_afresh(tmp_path):
     assert first.stop(WAIT)
     second.start()
     wait_until(lambda: runs == [0, 1])
+
+
+def test_a_new_deployment_overwrites_a_longer_state_whole(tmp_path):
+    (tmp_path / "instance").mkdir()
+    state = tmp_path / "instance" / "flask_ticker-locked.lock.state"
+    old = {"deployment": "old", "grids": [[60.0, float(i), [f"job{i}"]] for i in range(50)]}
+    state.write_text(json.dumps(old))
+    runs = []
+    ticker = Ticker(locked_app(tmp_path, TICKER_ENABLED=False))
+    ticker.every(3600, lambda: runs.append(1), name="job0")  # same name, not the old grid
+    ticker.start()
+    wait_until(lambda: runs == [1])
+    new = json.loads(state.read_text())  # no tail of the old text left
+    assert new["deployment"] != "old"
+    assert [(interval, names) for interval, _, names in new["grids"]] == [(3600.0, ["job0"])]
+    assert ticker.stop(WAIT)
 
 
 class CountingLock:
