@@ -100,7 +100,7 @@ class Job:
     __slots__ = ("_ticker", "_func", "_args", "_kwargs", "_name", "_interval", "_run_now",
                  "_runs", "_failures", "_skipped", "_last_run", "_last_duration",
                  "_last_error", "_paused", "_running", "_origin", "_index", "_due", "_seq",
-                 "_lagging")
+                 "_lagging", "_failing")
 
     def __init__(self, ticker: Ticker, func: Callable[..., Any], interval: float,
                  name: str, run_now: bool, args: tuple, kwargs: Mapping[str, Any]) -> None:
@@ -122,6 +122,9 @@ class Job:
         self._due: float | None = None
         self._seq: int | None = None
         self._lagging = False  # warned about this streak of lapses already
+        # (how it failed, how many times in a row), while it keeps failing
+        # the same way: its traceback has been logged once already.
+        self._failing: tuple[tuple, int] | None = None
 
     name = _readonly("_name", "Unique within its ticker.")
     interval = _readonly("_interval", "Seconds between due times, a float.")
@@ -207,12 +210,31 @@ class Job:
     def _run_scheduled(self) -> None:
         try:
             self._call()
-        except BaseException:
-            logger.exception("job %r failed; it keeps its schedule", self.name)
+        except BaseException as exc:
+            self._log_failure(exc)
+        else:
+            if self._failing is not None:
+                logger.info("job %r succeeded again after %d failed run(s) in a row",
+                            self.name, self._failing[1])
+                self._failing = None
         finally:
             if (self._last_duration or 0.0) < self._interval:
                 self._lagging = False  # it keeps up again: warn at the next lapse
             self._running = False
+
+    def _log_failure(self, exc: BaseException) -> None:
+        # Every failure is logged, but a job that fails the same way run
+        # after run (a database that is down) must not fill the log with
+        # copies of one traceback: repeats take a line each.
+        how = (self._last_error, _frames(exc.__traceback__))
+        if self._failing is not None and self._failing[0] == how:
+            self._failing = (how, self._failing[1] + 1)
+            logger.error("job %r failed again, %d times in a row, with the error and"
+                         " traceback logged before: %s", self.name, self._failing[1],
+                         self._last_error)
+        else:
+            self._failing = (how, 1)
+            logger.error("job %r failed; it keeps its schedule", self.name, exc_info=exc)
 
     def _release(self) -> None:
         self._running = False
@@ -981,6 +1003,15 @@ def _check_interval(interval: object, name: str | None) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"{what} must be positive and finite, got {interval!r}")
     return seconds
+
+
+def _frames(tb: Any) -> tuple:
+    """Where a traceback passed: (code, line) of each frame."""
+    frames = []
+    while tb is not None:
+        frames.append((tb.tb_frame.f_code, tb.tb_lineno))
+        tb = tb.tb_next
+    return tuple(frames)
 
 
 def _is_number(x: object) -> bool:

@@ -345,6 +345,58 @@ def test_a_failing_job_is_logged_counted_and_keeps_its_schedule(ticker, clock, c
     errors = [r for r in caplog.records if r.name == "flask_ticker" and r.levelno == logging.ERROR]
     assert len(errors) == 2
     assert "sync-feed" in errors[0].getMessage() and errors[0].exc_info[0] is ValueError
+    # the same failure again: one line, not another copy of the traceback
+    assert errors[1].exc_info is None
+    assert errors[1].getMessage() == (
+        "job 'sync-feed' failed again, 2 times in a row, with the error and traceback"
+        " logged before: ValueError: feed is down")
+
+
+def failures_logged(caplog) -> list[tuple[str, bool]]:
+    """(message, with a traceback) of each ERROR record of flask_ticker."""
+    return [(r.getMessage(), r.exc_info is not None) for r in caplog.records
+            if r.name == "flask_ticker" and r.levelno == logging.ERROR]
+
+
+def test_a_new_error_or_a_new_streak_logs_its_traceback_again(ticker, clock, caplog):
+    caplog.set_level(logging.INFO, logger="flask_ticker")
+    outcomes = iter([KeyError("a"), KeyError("a"), KeyError("b"), None, KeyError("b")])
+
+    def job_func():
+        error = next(outcomes)
+        if error is not None:
+            raise error
+
+    job = ticker.every(10, job_func, name="flaky")
+    started(ticker, clock)
+    for _ in range(4):
+        clock.advance(10)
+        settle(job)
+    assert job.runs == 5 and job.failures == 4
+    assert failures_logged(caplog) == [
+        ("job 'flaky' failed; it keeps its schedule", True),
+        ("job 'flaky' failed again, 2 times in a row, with the error and traceback"
+         " logged before: KeyError: 'a'", False),
+        ("job 'flaky' failed; it keeps its schedule", True),   # another message
+        ("job 'flaky' failed; it keeps its schedule", True),   # after a good run
+    ]
+    assert "job 'flaky' succeeded again after 1 failed run(s) in a row" in caplog.text
+
+
+def test_the_same_error_from_another_line_logs_its_traceback(ticker, clock, caplog):
+    calls = []
+
+    def job_func():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("down")
+        raise RuntimeError("down")
+
+    job = ticker.every(10, job_func, name="two-places")
+    started(ticker, clock)
+    clock.advance(10)
+    settle(job)
+    assert [tb for _, tb in failures_logged(caplog)] == [True, True]
 
 
 def test_a_job_that_calls_sys_exit_does_not_stop_the_schedule(ticker, clock):
