@@ -52,9 +52,10 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 from flask import Flask, current_app, has_app_context
@@ -117,7 +118,7 @@ class Job:
         self._running = False
         # Scheduler state, guarded by the ticker's lock: the grid's origin
         # and index, and the sequence number of this job's live heap entry.
-        self._origin = 0.0
+        self._origin: float | None = None  # set when planned
         self._index = 0
         self._due: float | None = None
         self._seq: int | None = None
@@ -140,7 +141,8 @@ class Job:
 
     @property
     def next_run(self) -> datetime | None:
-        """When the next run is due, in UTC; None while paused or stopped."""
+        """When the next run is due, in UTC; None while paused, stopped, or
+        not planned in this process (another holds the lock)."""
         due = self._due
         if due is None:
             return None
@@ -159,7 +161,8 @@ class Job:
             if not self._paused:
                 return
             self._paused = False
-            if ticker._holding and ticker._jobs.get(self.name) is self:
+            if ticker._holding and self._origin is not None \
+                    and ticker._jobs.get(self.name) is self:
                 ahead = math.ceil((ticker._clock() - self._origin) / self._interval)
                 ticker._schedule(self, max(ahead, self._index))
                 ticker._wakeup.set()
@@ -282,6 +285,7 @@ class Ticker:
         self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
         self._holding = False  # of the runner lock
+        self._unplanned: list[Job] = []  # jobs added since it was taken
         self._job_pool = _Pool("flask-ticker-job", self._max_workers)
         self._task_pool = _Pool("flask-ticker-task", self._max_workers)
         for job in self._jobs.values():
@@ -372,7 +376,8 @@ class Ticker:
         name = _name(func) if name is None else name
         if not isinstance(name, str) or not name:
             raise TypeError(f"every(): name must be a non-empty str, got {name!r}")
-        if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
+        if not isinstance(args, tuple) and (  # the usual case, without an ABC check
+                isinstance(args, (str, bytes)) or not isinstance(args, Sequence)):
             raise TypeError(f"every(): args for job {name!r} must be a tuple, got {args!r}")
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"every(): kwargs for job {name!r} must be a dict, got {kwargs!r}")
@@ -383,10 +388,13 @@ class Ticker:
                 raise ValueError(
                     f"every(): a job named {name!r} is already registered on this ticker;"
                     " pass name= to register another")
-            if self._holding:
-                self._plan([job], self._clock())
-                self._wakeup.set()
             self._jobs[name] = job
+            if self._holding:
+                # The scheduler plans it, with any others added meanwhile:
+                # one pass over the lock file's state for a thousand jobs
+                # registered after start, not a thousand.
+                self._unplanned.append(job)
+                self._wakeup.set()
         return job
 
     @property
@@ -581,6 +589,10 @@ class Ticker:
         now = self._clock()
         if not self._holding and not self._take_lock(now):
             return self._retry
+        if self._unplanned:
+            jobs = [job for job in self._unplanned if self._jobs.get(job.name) is job]
+            if self._plan_or_log(jobs, now):
+                self._unplanned = []
         heap = self._heap
         while heap and heap[0][0] <= now:
             due, seq, job = heapq.heappop(heap)
@@ -602,7 +614,10 @@ class Ticker:
             while job._origin + index * job.interval <= now:  # float rounding
                 index += 1
             self._schedule(job, index)
-        return heap[0][0] - now if heap else None
+        delays = [heap[0][0] - now] if heap else []
+        if self._unplanned:
+            delays.append(self._retry)  # planning them failed: try again then
+        return min(delays, default=None)
 
     def _take_lock(self, now: float) -> bool:
         runner = self._runner
@@ -612,16 +627,22 @@ class Ticker:
         except Exception:
             logger.exception("cannot take TICKER_LOCK; trying again in %ss", self._retry)
             return False
-        try:
-            self._plan(list(self._jobs.values()), now)
-        except Exception:
-            logger.exception("cannot read the jobs' schedule beside TICKER_LOCK;"
-                             " trying again in %ss", self._retry)
+        if not self._plan_or_log(list(self._jobs.values()), now):
             if runner is not None:
                 runner.release()
             return False
+        self._unplanned = []
         self._holding = True
         logger.info("process %d runs the jobs", os.getpid())
+        return True
+
+    def _plan_or_log(self, jobs: list[Job], now: float) -> bool:
+        try:
+            self._plan(jobs, now)
+        except Exception:
+            logger.exception("cannot read the jobs' schedule beside TICKER_LOCK;"
+                             " trying again in %ss", self._retry)
+            return False
         return True
 
     def _lag(self, job: Job, why: str) -> None:
@@ -992,17 +1013,20 @@ def _safe_name(name: str) -> str:
 
 
 def _check_interval(interval: object, name: str | None) -> float:
-    what = "every(): interval" + ("" if name is None else f" for job {name!r}")
     if isinstance(interval, timedelta):
         seconds = interval.total_seconds()
     elif _is_number(interval):
         seconds = float(interval)
     else:
-        raise TypeError(f"{what} must be seconds (int or float) or a timedelta,"
-                        f" got {interval!r}")
+        raise TypeError(f"{_interval_of(name)} must be seconds (int or float) or a"
+                        f" timedelta, got {interval!r}")
     if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"{what} must be positive and finite, got {interval!r}")
+        raise ValueError(f"{_interval_of(name)} must be positive and finite, got {interval!r}")
     return seconds
+
+
+def _interval_of(name: str | None) -> str:
+    return "every(): interval" + ("" if name is None else f" for job {name!r}")
 
 
 def _frames(tb: Any) -> tuple:

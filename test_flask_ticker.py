@@ -976,6 +976,40 @@ def test_only_the_lock_holder_runs_and_a_takeover_keeps_the_grid(tmp_path):
     assert second.stop(WAIT)
 
 
+def test_jobs_added_after_the_lock_is_taken_share_the_grid_too(tmp_path):
+    runs: list[int] = []
+    first, second = two_tickers(tmp_path, runs)
+    first.start()
+    second.start()
+    wait_until(lambda: first._holding)
+    late = [ticker.every(3600, lambda i=i: runs.append(10 + i), name="late")
+            for i, ticker in enumerate((first, second))]
+    wait_until(lambda: runs == [0, 10])
+    assert first.stop(WAIT)
+    wait_until(lambda: second.get("fast").next_run is not None)
+    assert late[1].next_run is not None  # planned on the first holder's grid:
+    assert runs == [0, 10]               # it does not run again now
+    assert second.stop(WAIT)
+
+
+def test_jobs_cancelled_right_after_they_are_added_never_run(tmp_path):
+    # Added to a running ticker, a job waits for the scheduler to plan it;
+    # cancelled meanwhile, it must stay unplanned.
+    ticker = Ticker(locked_app(tmp_path, TICKER_ENABLED=False))
+    ticker.start()
+    wait_until(lambda: ticker._holding)
+    runs = []
+    gone = []
+    for i in range(200):
+        job = ticker.every(3600, lambda i=i: runs.append(i), name=f"gone{i}")
+        job.cancel()
+        gone.append(job)
+    ticker.every(3600, lambda: runs.append("kept"), name="kept")
+    wait_until(lambda: runs == ["kept"])
+    assert all(job.next_run is None for job in gone)
+    assert ticker.stop(WAIT) and runs == ["kept"]
+
+
 def test_when_every_process_has_stopped_the_next_one_starts_afresh(tmp_path):
     runs: list[int] = []
     first, second = two_tickers(tmp_path, runs)
