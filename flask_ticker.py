@@ -21,7 +21,8 @@ after the response, without cron, a job store or a scheduler package::
 Each run happens in a fresh app context on a small pool of daemon threads.
 Runs follow a fixed-rate grid on ``time.monotonic()``: they do not drift,
 do not overlap, and runs missed while the process slept coalesce into one.
-A failing run is logged (logger ``flask_ticker``) and the job keeps its
+A failing run is logged (logger ``flask_ticker``) with its traceback, or in
+one line if it failed the same way last time, and the job keeps its
 schedule.  ``ticker.stop()`` runs at interpreter exit and waits up to
 ``TICKER_SHUTDOWN_TIMEOUT`` for work already started.
 
