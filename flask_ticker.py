@@ -615,10 +615,10 @@ class Ticker:
             while job._origin + index * job.interval <= now:  # float rounding
                 index += 1
             self._schedule(job, index)
-        delays = [heap[0][0] - now] if heap else []
-        if self._unplanned:
-            delays.append(self._retry)  # planning them failed: try again then
-        return min(delays, default=None)
+        delay = heap[0][0] - now if heap else None
+        if self._unplanned:  # planning them failed: try again then
+            delay = self._retry if delay is None else min(delay, self._retry)
+        return delay
 
     def _take_lock(self, now: float) -> bool:
         runner = self._runner

@@ -980,8 +980,8 @@ def test_jobs_added_after_the_lock_is_taken_share_the_grid_too(tmp_path):
     runs: list[int] = []
     first, second = two_tickers(tmp_path, runs)
     first.start()
+    wait_until(lambda: runs == [0])
     second.start()
-    wait_until(lambda: first._holding)
     late = [ticker.every(3600, lambda i=i: runs.append(10 + i), name="late")
             for i, ticker in enumerate((first, second))]
     wait_until(lambda: runs == [0, 10])
@@ -998,16 +998,16 @@ def test_jobs_cancelled_right_after_they_are_added_never_run(tmp_path):
     ticker = Ticker(locked_app(tmp_path, TICKER_ENABLED=False))
     ticker.start()
     wait_until(lambda: ticker._holding)
-    runs = []
     gone = []
-    for i in range(200):
-        job = ticker.every(3600, lambda i=i: runs.append(i), name=f"gone{i}")
+    for i in range(200):  # not run_now: a job planned before its cancel cannot run
+        job = ticker.every(3600, lambda: None, name=f"gone{i}", run_now=False)
         job.cancel()
         gone.append(job)
-    ticker.every(3600, lambda: runs.append("kept"), name="kept")
-    wait_until(lambda: runs == ["kept"])
-    assert all(job.next_run is None for job in gone)
-    assert ticker.stop(WAIT) and runs == ["kept"]
+    kept = []
+    ticker.every(3600, lambda: kept.append(1), name="kept")  # planned after them
+    wait_until(lambda: kept == [1])
+    assert [job.name for job in gone if job.next_run is not None] == []
+    assert ticker.stop(WAIT)
 
 
 def test_when_every_process_has_stopped_the_next_one_starts_afresh(tmp_path):
