@@ -4,9 +4,11 @@
     flask --app example_app run --debug
 
 A ticker job writes a row every few seconds, the first one at start-up; the
-page lists the rows and the job's stats, and its button starts a slow
-background task that writes to the same table.  Settings can be overridden
-from the environment: FLASK_UPDATE_EVERY=1, FLASK_DATABASE=/tmp/x.sqlite3.
+page shows the deployment's job status (the same from every worker), the
+latest rows, and a button that starts a slow background task writing to the
+same table.  It refreshes itself every few seconds.  Settings can be
+overridden from the environment: FLASK_UPDATE_EVERY=1,
+FLASK_DATABASE=/tmp/x.sqlite3.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import sqlite3
 import time
 from datetime import datetime, timezone
 
-from flask import Flask, g, redirect, render_template_string, url_for
+from flask import Flask, g, redirect, render_template_string, request, url_for
 
 from flask_ticker import Ticker, run_in_background
 
@@ -64,24 +66,39 @@ def slow_report() -> None:
 
 
 PAGE = """<!doctype html>
+<meta http-equiv="refresh" content="3">
 <title>flask_ticker example</title>
+<style>
+  body { font-family: sans-serif; margin: 2em; }
+  table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 4px 8px; }
+  .note { background: #e8f5e9; padding: 6px 10px; display: inline-block; }
+  .failed { color: #b00020; }
+</style>
 <h1>flask_ticker example</h1>
+<p>This page was served by process {{ pid }}.
+  {% if status.runner %}Process {{ status.runner.pid }} on {{ status.runner.host }}
+  runs the jobs, since {{ status.runner.since[:19] }} UTC.
+  {% else %}No process runs the jobs right now.{% endif %}
+  The page refreshes every 3 seconds.</p>
+{% if queued %}<p class="note">A slow task was queued; its row appears in about 2 seconds.</p>{% endif %}
 <form method="post" action="{{ url_for('report') }}">
   <button>Run a slow task in the background</button>
 </form>
 <h2>Jobs</h2>
-<table border="1" cellpadding="4">
-  <tr><th>name</th><th>every</th><th>next run (UTC)</th><th>runs</th>
-      <th>failures</th><th>skipped</th><th>last error</th></tr>
-  {% for job in jobs %}
-  <tr><td>{{ job.name }}</td><td>{{ job.interval }} s</td>
-      <td>{{ job.next_run.strftime('%H:%M:%S') if job.next_run else '-' }}</td>
-      <td>{{ job.runs }}</td><td>{{ job.failures }}</td><td>{{ job.skipped }}</td>
-      <td>{{ job.last_error or '' }}</td></tr>
+<table>
+  <tr><th>name</th><th>every</th><th>next run (UTC)</th><th>last run (UTC)</th>
+      <th>took</th><th>runs</th><th>failures</th><th>skipped</th><th>last error</th></tr>
+  {% for job in status.jobs %}
+  <tr><td class="name">{{ job.name }}</td><td>{{ job.interval }} s</td>
+      <td>{{ job.next_run[11:19] if job.next_run else '-' }}</td>
+      <td class="last-run">{{ job.last_run or '-' }}</td>
+      <td>{{ '%.3f s' % job.last_duration if job.last_duration is not none else '-' }}</td>
+      <td class="runs">{{ job.runs }}</td><td>{{ job.failures }}</td><td>{{ job.skipped }}</td>
+      <td class="failed">{{ job.last_error or '' }}</td></tr>
   {% endfor %}
 </table>
 <h2>Latest updates</h2>
-<table border="1" cellpadding="4">
+<table>
   <tr><th>at (UTC)</th><th>by</th><th>pid</th></tr>
   {% for at, source, pid in rows %}
   <tr><td>{{ at }}</td><td>{{ source }}</td><td>{{ pid }}</td></tr>
@@ -94,13 +111,14 @@ PAGE = """<!doctype html>
 def index() -> str:
     rows = get_db().execute(
         "SELECT at, source, pid FROM updates ORDER BY at DESC LIMIT 20").fetchall()
-    return render_template_string(PAGE, jobs=ticker.jobs, rows=rows)
+    return render_template_string(PAGE, status=ticker.status(), rows=rows, pid=os.getpid(),
+                                  queued="queued" in request.args)
 
 
 @app.post("/report")
 def report():
     run_in_background(slow_report)
-    return redirect(url_for("index"))
+    return redirect(url_for("index", queued=1))
 
 
 if __name__ == "__main__":

@@ -26,20 +26,24 @@ one line if it failed the same way last time, and the job keeps its
 schedule.  ``ticker.stop()`` runs at interpreter exit and waits up to
 ``TICKER_SHUTDOWN_TIMEOUT`` for work already started.
 
-Several processes serving one app (gunicorn workers) share a lock file in
-the instance folder, and only its holder runs the jobs; if it dies, another
-takes over and continues the same grid.
+Several processes serving one app (gunicorn workers) share a lease, by
+default a lock file in the instance folder: only its holder runs the jobs,
+and it keeps the deployment's state beside it, so that a takeover or a
+restart continues each job's schedule and ``ticker.status()`` reads the same
+in every process.
 
-Limits: jobs live in memory.  There is no cron syntax, no persistence across
-restarts and no retry; a run that throws waits for its next tick.  A ticker
-serves one app at a time.
+Limits: intervals only, no cron syntax; no retry (a run that throws waits
+for its next tick).  A ticker serves one app at a time.
+
+The file reads top to bottom: the scheduler core (`Job`, `_Scheduler`),
+which knows no files or servers; the lease-and-state interface and its
+implementations; the Flask extension and its launch-mode code; then the
+thread pool and helpers.
 """
 # SPDX-License-Identifier: MIT
 from __future__ import annotations
 
 import atexit
-import collections
-import contextlib
 import functools
 import heapq
 import itertools
@@ -49,6 +53,7 @@ import math
 import os
 import queue
 import re
+import socket
 import sys
 import threading
 import time
@@ -56,7 +61,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 import click
 from flask import Flask, current_app, has_app_context
@@ -71,7 +76,7 @@ except ImportError:  # Windows
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["Ticker", "Job", "run_in_background"]
 
 logger = logging.getLogger("flask_ticker")
@@ -81,128 +86,102 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Shared by the jobs without kwargs: an app may register thousands of jobs.
 _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
+# The runner saves the deployment state at most this often, so a run that
+# started is on disk within this many seconds (see `_first_due`).
+_SAVE_EVERY = 0.5
 
-def _readonly(attr: str, doc: str) -> property:
-    return property(lambda self: getattr(self, attr), doc=doc)
+# Longer intervals would overflow the platform's timers and datetimes.
+_MAX_INTERVAL = 100 * 365.25 * 86400
 
 
-# Tickers to stop at interpreter exit; weak, so that apps a test suite
-# drops are not kept alive by this module.
-_tickers: weakref.WeakSet[Ticker] = weakref.WeakSet()
-
+# -- the scheduler core: jobs on fixed-rate grids; no files, no servers --
 
 class Job:
     """One function on a fixed-rate schedule; returned by `Ticker.every`.
 
-    The k-th run is due at ``first_due + k * interval``.  Read the
-    attributes for its state; change it with `pause`, `resume`, `cancel`.
+    Runs are due at ``origin + k * interval``.  Read the attributes for its
+    history; change it with `pause`, `resume`, `cancel`.
     """
 
     # Slots: an app may register thousands of jobs.
-    __slots__ = ("_ticker", "_func", "_args", "_kwargs", "_name", "_interval", "_run_now",
-                 "_runs", "_failures", "_skipped", "_last_run", "_last_duration",
-                 "_last_error", "_paused", "_running", "_origin", "_index", "_due", "_seq",
-                 "_lagging", "_failing")
+    __slots__ = ("_scheduler", "_func", "_args", "_kwargs", "_name", "_interval", "_run_now",
+                 "_runs", "_failures", "_skipped", "_last_due", "_last_run", "_last_duration",
+                 "_last_error", "_lagging", "_failing", "__weakref__")
 
-    def __init__(self, ticker: Ticker, func: Callable[..., Any], interval: float,
+    def __init__(self, scheduler: _Scheduler, func: Callable[..., Any], interval: float,
                  name: str, run_now: bool, args: tuple, kwargs: Mapping[str, Any]) -> None:
-        self._ticker = ticker
+        self._scheduler = scheduler
         self._func, self._args, self._kwargs = func, args, kwargs
-        self._name = name
-        self._interval = interval
-        self._run_now = run_now
+        self._name, self._interval, self._run_now = name, interval, run_now
         self._runs = self._failures = self._skipped = 0
-        self._last_run: datetime | None = None
+        self._last_due: float | None = None  # wall time of the last run's tick
+        self._last_run: float | None = None  # wall time the last run started
         self._last_duration: float | None = None
         self._last_error: str | None = None
-        self._paused = False
-        self._running = False
-        # Scheduler state, guarded by the ticker's lock: the grid's origin
-        # and index, and the sequence number of this job's live heap entry.
-        self._origin: float | None = None  # set when planned
-        self._index = 0
-        self._due: float | None = None
-        self._seq: int | None = None
         self._lagging = False  # warned about this streak of lapses already
         # (how it failed, how many times in a row), while it keeps failing
         # the same way: its traceback has been logged once already.
         self._failing: tuple[tuple, int] | None = None
 
-    name = _readonly("_name", "Unique within its ticker.")
-    interval = _readonly("_interval", "Seconds between due times, a float.")
-    runs = _readonly("_runs", "Runs finished, failed or not.")
-    failures = _readonly("_failures", "Runs that raised.")
-    skipped = _readonly("_skipped", "Due times passed over: the previous run was"
-                        " still going, or the process was not scheduled.")
-    last_run = _readonly("_last_run", "When the last run started, in UTC.")
-    last_duration = _readonly("_last_duration", "How long the last run took, in seconds.")
-    last_error = _readonly("_last_error", "'Type: message' of the last failure, or None.")
-    running = _readonly("_running", "Whether a run is queued or in progress.")
-    paused = _readonly("_paused", "Whether `pause` holds it.")
+    name = property(lambda self: self._name, doc="Unique within its ticker.")
+    interval = property(lambda self: self._interval, doc="Seconds between due times, a float.")
+    runs = property(lambda self: self._runs, doc="Runs finished, failed or not.")
+    failures = property(lambda self: self._failures, doc="Runs that raised.")
+    skipped = property(lambda self: self._skipped, doc="Due times passed over: the previous"
+                       " run was still going, or the process was not scheduled.")
+    last_duration = property(lambda self: self._last_duration,
+                             doc="How long the last run took, in seconds.")
+    last_error = property(lambda self: self._last_error,
+                          doc="'Type: message' of the last failure, or None.")
+
+    @property
+    def last_run(self) -> datetime | None:
+        """When the last run started, in UTC."""
+        return _utc(self._last_run)
+
+    @property
+    def running(self) -> bool:
+        """Whether a run is queued or in progress in this process."""
+        return self._scheduler.is_running(self)
+
+    @property
+    def paused(self) -> bool:
+        """Whether `pause` holds it."""
+        return self._scheduler.is_paused(self)
 
     @property
     def next_run(self) -> datetime | None:
         """When the next run is due, in UTC; None while paused, stopped, or
-        not planned in this process (another holds the lock)."""
-        due = self._due
-        if due is None:
-            return None
-        return datetime.now(timezone.utc) + timedelta(seconds=due - self._ticker._clock())
+        planned in another process (the one that holds the lease)."""
+        return _utc(self._scheduler.next_due(self))
 
     def pause(self) -> None:
         """Stop starting runs until `resume`; a run in progress finishes."""
-        with self._ticker._lock:
-            self._paused = True
-            self._ticker._unschedule(self)
+        self._scheduler.pause(self)
 
     def resume(self) -> None:
         """Start runs again, on the same grid: the next due tick, not now."""
-        ticker = self._ticker
-        with ticker._lock:
-            if not self._paused:
-                return
-            self._paused = False
-            if ticker._holding and self._origin is not None \
-                    and ticker._jobs.get(self.name) is self:
-                ahead = math.ceil((ticker._clock() - self._origin) / self._interval)
-                ticker._schedule(self, max(ahead, self._index))
-                ticker._wakeup.set()
+        self._scheduler.resume(self)
 
     def cancel(self) -> None:
         """Remove the job from its ticker; a run in progress finishes."""
-        ticker = self._ticker
-        with ticker._lock:
-            if ticker._jobs.get(self.name) is self:
-                del ticker._jobs[self.name]
-                ticker._unschedule(self)
+        self._scheduler.remove(self)
 
     def run(self) -> Any:
         """Run once now in this thread, inside the app context.
 
-        Counts in the stats like a scheduled run, returns what the function
-        returns and raises what it raises.  Meant for tests and one-offs.
+        Counts in the history like a scheduled run, returns what the function
+        returns and raises what it raises.  Refuses to overlap another run.
         """
-        with self._ticker._lock:
-            if self._running:
-                raise RuntimeError(f"job {self.name!r} is already running")
-            self._running = True
-        try:
-            return self._call()
-        finally:
-            self._release()
+        return self._scheduler.run_here(self)
 
-    def _call(self) -> Any:
-        app = self._ticker.app
-        if app is None:
-            raise RuntimeError(
-                f"job {self.name!r} cannot run: no Flask app is bound to its ticker;"
-                " pass the app to Ticker(app) or call ticker.init_app(app)")
-        clock = self._ticker._clock
+    def _call(self, call: Callable[..., Any], wall: Callable[[], float],
+              clock: Callable[[], float], due: float | None) -> Any:
         started = clock()
-        self._last_run = datetime.now(timezone.utc)
+        self._last_run = wall()
+        self._last_due = self._last_run if due is None else due
         try:
-            with app.app_context():
-                return self._func(*self._args, **self._kwargs)
+            return call(self._func, self._args, self._kwargs)
         except BaseException as exc:
             self._failures += 1
             self._last_error = f"{type(exc).__name__}: {exc}"
@@ -211,22 +190,15 @@ class Job:
             self._runs += 1
             self._last_duration = clock() - started
 
-    def _run_scheduled(self) -> None:
-        try:
-            self._call()
-        except BaseException as exc:
-            self._log_failure(exc)
-        else:
+    def _log_outcome(self, exc: BaseException | None) -> None:
+        if (self._last_duration or 0.0) < self._interval:
+            self._lagging = False  # it keeps up again: warn at the next lapse
+        if exc is None:
             if self._failing is not None:
                 logger.info("job %r succeeded again after %d failed run(s) in a row",
-                            self.name, self._failing[1])
+                            self._name, self._failing[1])
                 self._failing = None
-        finally:
-            if (self._last_duration or 0.0) < self._interval:
-                self._lagging = False  # it keeps up again: warn at the next lapse
-            self._running = False
-
-    def _log_failure(self, exc: BaseException) -> None:
+            return
         # Every failure is logged, but a job that fails the same way run
         # after run (a database that is down) must not fill the log with
         # copies of one traceback: repeats take a line each.
@@ -234,68 +206,671 @@ class Job:
         if self._failing is not None and self._failing[0] == how:
             self._failing = (how, self._failing[1] + 1)
             logger.error("job %r failed again, %d times in a row, with the error and"
-                         " traceback logged before: %s", self.name, self._failing[1],
+                         " traceback logged before: %s", self._name, self._failing[1],
                          self._last_error)
         else:
             self._failing = (how, 1)
-            logger.error("job %r failed; it keeps its schedule", self.name, exc_info=exc)
+            logger.error("job %r failed; it keeps its schedule", self._name, exc_info=exc)
 
-    def _release(self) -> None:
-        self._running = False
+    def _skip(self, ticks: int, why: str) -> None:
+        self._skipped += ticks
+        # Once per streak: a job that overruns every tick must not flood the
+        # log.  The streak ends when a run takes less than the interval.
+        if not self._lagging:
+            self._lagging = True
+            logger.warning("job %r %s", self._name, why)
+
+    def _history(self) -> list:
+        return [self._last_due, self._last_run, self._last_duration, self._last_error,
+                self._runs, self._failures, self._skipped]
+
+    def _adopt(self, history: Sequence) -> None:
+        (self._last_due, self._last_run, self._last_duration, self._last_error,
+         self._runs, self._failures, self._skipped) = history
+
+    def _redeclare(self, func: Callable[..., Any], interval: float, run_now: bool,
+                   args: tuple, kwargs: Mapping[str, Any]) -> None:
+        self._func, self._interval, self._run_now = func, interval, run_now
+        self._args, self._kwargs = args, kwargs
+
+    def _same_function(self, func: Callable[..., Any]) -> bool:
+        return _identity(func) == _identity(self._func)
 
     def __repr__(self) -> str:
-        due = self._due
-        when = "paused" if self._paused else "not scheduled" if due is None else \
-            f"next in {_seconds(max(0.0, due - self._ticker._clock()))}"
-        return (f"<Job {self.name!r} every {_seconds(self.interval)}, {when},"
-                f" runs={self.runs} failures={self.failures} skipped={self.skipped}>")
+        due = self._scheduler.next_due(self)
+        when = "paused" if self.paused else "not scheduled" if due is None else \
+            f"next in {_seconds(max(0.0, due - self._scheduler.wall()))}"
+        return (f"<Job {self._name!r} every {_seconds(self._interval)}, {when},"
+                f" runs={self._runs} failures={self._failures} skipped={self._skipped}>")
 
+
+class _Scheduler:
+    """The jobs of one ticker, their grids, and the thread that runs them.
+
+    `run_pending` is one synchronous pass: it starts the jobs that are due
+    at ``now`` and returns the seconds until the next one.  `tick`, below
+    it, is what the thread does between waits on an Event: keep the lease
+    (see `_Lease`), since only its holder runs jobs; make the pass; and save
+    the jobs' history to the deployment state, from which the next holder
+    plans them (see `_first_due`).
+    """
+
+    def __init__(self, clock: Callable[[], float], wall: Callable[[], float]) -> None:
+        self.clock, self.wall = clock, wall
+        self.lease: _Lease = _NoLock()
+        # call(func, args, kwargs) runs a job's function; the Ticker binds it
+        # to its app.  None: no app yet.
+        self.call: Callable[[Callable[..., Any], tuple, Mapping[str, Any]], Any] | None = None
+        self.retry = 5.0
+        self.jobs: dict[str, Job] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        # What a forked child builds anew: its parent's threads are gone,
+        # and may have held this lock at the moment of the fork.
+        #
+        # Guards jobs, the heap, the plans and the running set.  Never held
+        # while user code runs or while the lease does I/O.
+        self._lock = threading.Lock()
+        self.wakeup = threading.Event()
+        # Entries are [due, seq, job, origin, index], as in the heapq docs'
+        # recipe: a replaced entry gets job None and is dropped when popped.
+        self._heap: list[list] = []
+        # Each job's latest entry; a paused job's has due None (and origin
+        # None if it was never planned).
+        self._plans: dict[Job, list] = {}
+        self._seqs = itertools.count()
+        self._running: set[Job] = set()
+        self._thread: threading.Thread | None = None
+        self._waiting = False  # the thread is blocked in lease.take(block=True)
+        self.holding = False
+        self._unclaimed: dict[str, list] = {}  # saved jobs not registered (yet)
+        self._crashed = False  # the last holder left without saving
+        self._dirty = False    # history changed since the last save
+        self._saved_at = -math.inf      # monotonic
+        self._renewed_at = -math.inf    # monotonic
+        self._renew_due = math.inf      # monotonic
+        self.submit: Callable[[str, Callable[[], None], Callable[[], Any]], None] | None = None
+
+    # -- what Job and Ticker ask of it --
+
+    def add(self, job: Job) -> Job:
+        with self._lock:
+            known = self.jobs.get(job.name)
+            if known is None:
+                self.jobs[job.name] = job
+                if self.holding:
+                    self._plan(job, self._unclaimed.pop(job.name, None))
+            elif not known._same_function(job._func):
+                raise ValueError(
+                    f"every(): a job named {job.name!r} is already registered on this"
+                    " ticker with another function; pass name= to register another")
+            else:  # the same declaration again: an app factory called twice
+                moved = known.interval != job.interval
+                known._redeclare(job._func, job.interval, job._run_now, job._args, job._kwargs)
+                job = known
+                if moved and self.holding:
+                    self._plan(job, [None, None, *job._history()])
+        self.wakeup.set()
+        return job
+
+    def remove(self, job: Job) -> None:
+        with self._lock:
+            if self.jobs.get(job.name) is job:
+                del self.jobs[job.name]
+                self._kill(self._plans.pop(job, None))
+
+    def pause(self, job: Job) -> None:
+        with self._lock:
+            plan = self._plans.get(job)
+            if plan is None:
+                self._plans[job] = [None, None, None, None, 0]
+            elif plan[0] is not None:
+                self._kill(plan)
+                self._plans[job] = [None, None, None, plan[3], plan[4]]
+        self._mark_dirty()
+
+    def resume(self, job: Job) -> None:
+        with self._lock:
+            plan = self._plans.get(job)
+            if plan is None or plan[0] is not None:
+                return  # not paused
+            del self._plans[job]
+            if self.holding and self.jobs.get(job.name) is job:
+                if plan[3] is None:
+                    self._plan(job, None)
+                else:
+                    ahead = math.ceil((self.clock() - plan[3]) / job.interval)
+                    self._push(job, plan[3], max(ahead, plan[4]))
+        self.wakeup.set()
+        self._mark_dirty()
+
+    def is_paused(self, job: Job) -> bool:
+        plan = self._plans.get(job)
+        return plan is not None and plan[0] is None
+
+    def is_running(self, job: Job) -> bool:
+        return job in self._running
+
+    def next_due(self, job: Job) -> float | None:
+        """The wall time at which ``job`` is due next, or None."""
+        plan = self._plans.get(job)
+        if plan is None or plan[0] is None:
+            return None
+        return plan[0] - self.clock() + self.wall()
+
+    def run_here(self, job: Job) -> Any:
+        if self.call is None:
+            raise RuntimeError(
+                f"job {job.name!r} cannot run: no Flask app is bound to its ticker;"
+                " pass the app to Ticker(app) or call ticker.init_app(app)")
+        with self._lock:
+            if job in self._running:
+                raise RuntimeError(f"job {job.name!r} is already running")
+            self._running.add(job)
+        try:
+            return job._call(self.call, self.wall, self.clock, None)
+        finally:
+            self._running.discard(job)
+            self._mark_dirty()
+
+    # -- one pass --
+
+    def run_pending(self, now: float) -> float | None:
+        """Start the jobs due at ``now`` (monotonic); return the seconds until
+        the next is due, or None if none is planned."""
+        start = []
+        with self._lock:
+            heap = self._heap
+            while heap and heap[0][0] <= now:
+                due, _, job, origin, index = heapq.heappop(heap)
+                if job is None:
+                    continue
+                behind = int((now - due) // job.interval)  # ticks missed already
+                if job in self._running:
+                    job._skip(behind + 1, "is still running at its next due time;"
+                                          " skipping runs until it finishes")
+                else:
+                    if behind:
+                        job._skip(behind, f"was {behind} run(s) behind (was the process"
+                                          " suspended?); running it once now")
+                    self._running.add(job)
+                    start.append((job, due))
+                index += behind + 1
+                while origin + index * job.interval <= now:  # float rounding
+                    index += 1
+                self._push(job, origin, index)
+            delay = heap[0][0] - now if heap else None
+        if start:
+            self._dirty = True
+            offset = self.wall() - now
+            for job, due in start:
+                self.submit(job.name, functools.partial(self._run, job, due + offset),
+                            functools.partial(self._running.discard, job))
+        return delay
+
+    def _run(self, job: Job, due: float) -> None:
+        try:
+            job._call(self.call, self.wall, self.clock, due)
+        except BaseException as exc:
+            job._log_outcome(exc)
+        else:
+            job._log_outcome(None)
+        finally:
+            self._running.discard(job)
+            self._mark_dirty()
+
+    def _push(self, job: Job, origin: float, index: int) -> None:
+        # At index 0 the origin itself, not an equal float: one object less
+        # per job, for apps that have thousands.
+        due = origin + index * job.interval if index else origin
+        entry = [due, next(self._seqs), job, origin, index]
+        self._kill(self._plans.get(job))
+        self._plans[job] = entry
+        heapq.heappush(self._heap, entry)
+
+    @staticmethod
+    def _kill(plan: list | None) -> None:
+        if plan is not None:
+            plan[2] = None
+
+    def _plan(self, job: Job, saved: list | None) -> None:
+        """Put a job on its grid, from what the deployment state says of it."""
+        origin = None
+        if saved is not None:
+            interval, origin = saved[0], saved[1]
+            job._adopt(saved[2:9])
+            if interval != job.interval:  # declared anew: a new grid from its last run
+                origin = job._last_due
+        now, wall = self.clock(), self.wall()
+        origin, index = _first_due(job.interval, job._run_now, wall, origin, job._last_due,
+                                   self._crashed)
+        origin += now - wall
+        if self.is_paused(job):
+            self._plans[job] = [None, None, None, origin, index]
+        else:
+            self._push(job, origin, index)
+        self._dirty = True
+
+    def _unplan_all(self) -> None:
+        # Paused jobs stay paused, to be planned again by the next holder.
+        self._heap.clear()
+        for job, plan in list(self._plans.items()):
+            if plan[0] is None:
+                self._plans[job] = [None, None, None, None, 0]
+            else:
+                del self._plans[job]
+
+    # -- the thread --
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def owns(self, thread: threading.Thread) -> bool:
+        return self._thread is thread
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            thread = self._thread = threading.Thread(
+                target=_loop, args=(weakref.ref(self), self.wakeup),
+                name="flask-ticker", daemon=True)
+        # The first pass runs here: run_now jobs need not wait for the thread.
+        self.tick(thread, first=True)
+        thread.start()
+
+    def tick(self, thread: threading.Thread | None, first: bool = False) -> float | None:
+        """Keep the lease, run what is due and save what changed; return how
+        long the thread may sleep (None: until woken).  ``thread`` is the
+        scheduler thread, or None for a pass made by hand."""
+        block = self.lease.blocks and thread is not None and not first
+        if not self.holding and not self._take(thread, block):
+            return self.retry
+        now = self.clock()
+        if now >= self._renew_due and not self._renew(now):
+            return self.retry
+        if thread is not None and not self.owns(thread):
+            return None  # stop() came first; the loop sees it next
+        delay = self.run_pending(now)
+        if first:
+            return delay  # the thread saves, as soon as it starts
+        if self._dirty:
+            wait = self._saved_at + _SAVE_EVERY - self.clock()
+            if wait <= 0:
+                self.save()
+            else:
+                delay = wait if delay is None else min(delay, wait)
+        wait = self._renew_due - self.clock()
+        return wait if delay is None else min(delay, wait)
+
+    def _take(self, thread: threading.Thread | None, block: bool) -> bool:
+        """Try to become the runner; on success, plan every job."""
+        self._waiting = block
+        try:
+            taken = self.lease.take(block)
+            state = self.lease.load() if taken else None
+        except Exception:
+            logger.exception("cannot take the lease (TICKER_LOCK); trying again in %ss",
+                             self.retry)
+            self._release()
+            return False
+        finally:
+            self._waiting = False
+        if not taken:
+            return False
+        with self._lock:
+            if thread is not None and not self.owns(thread):  # stopped while it waited
+                taken = False
+            else:
+                saved = state["jobs"] if state else {}
+                self._crashed = bool(state and state["runner"])
+                for job in self.jobs.values():
+                    self._plan(job, saved.pop(job.name, None))
+                self._unclaimed = saved
+                self.holding = True
+                self._renewed_at = self.clock()
+                self._renew_due = self._renewed_at + self.lease.renew_every
+        if not taken:
+            self._release()
+            return False
+        logger.info("process %d runs the jobs", os.getpid())
+        return True
+
+    def _renew(self, now: float) -> bool:
+        try:
+            renewed = self.lease.renew()
+        except Exception:
+            logger.exception("cannot renew the lease (TICKER_LOCK)")
+            renewed = False
+        if renewed:
+            self._renewed_at, self._renew_due = now, now + self.lease.renew_every
+            return True
+        if now - self._renewed_at < self.lease.ttl:
+            self._renew_due = now + min(self.retry, self.lease.renew_every)
+            return True
+        logger.warning("process %d lost the lease: it starts no runs until it"
+                       " takes it again", os.getpid())
+        with self._lock:
+            self.holding = False
+            self._renew_due = math.inf
+            self._unplan_all()
+        return False
+
+    def _release(self) -> None:
+        try:
+            self.lease.release()
+        except Exception:
+            logger.exception("cannot release the lease (TICKER_LOCK)")
+
+    def stop(self) -> None:
+        """Stop starting runs and end the thread; a run in progress goes on."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        self.wakeup.set()
+        # A thread blocked on the lease cannot be woken; it lets go of the
+        # lease itself if it ever gets it.
+        if thread is not None and thread is not threading.current_thread() \
+                and not self._waiting:
+            thread.join()  # prompt: the loop never runs user code
+
+    def leave(self) -> None:
+        """Once the runs have finished: save, then release the lease."""
+        with self._lock:
+            holding, self.holding = self.holding, False
+        if holding:
+            self.save(runner=False)
+            with self._lock:
+                self._unplan_all()
+                self._renew_due = math.inf
+            self._release()
+
+    def forget_parent(self) -> None:
+        """In a forked child: drop the parent's lease and threads."""
+        self.lease.forget()
+        self._reset()
+
+    # -- saving the deployment state --
+
+    def _mark_dirty(self) -> None:
+        # The first change after a save wakes the thread to save it within
+        # _SAVE_EVERY; later ones ride along.
+        if not self._dirty:
+            self._dirty = True
+            self.wakeup.set()
+
+    def save(self, runner: bool = True) -> None:
+        """Write every job's grid and history to the deployment state."""
+        self._dirty = False
+        if not self.lease.shared:
+            return
+        self._saved_at = self.clock()
+        with self._lock:
+            plans = [(job, self._plans.get(job)) for job in self.jobs.values()]
+            unclaimed = list(self._unclaimed.items())
+        offset = self.wall() - self.clock()
+
+        def rows() -> Iterator[tuple[str, list]]:
+            for job, plan in plans:
+                origin = due = None
+                if plan is not None and plan[3] is not None:
+                    origin = plan[3] + offset
+                    due = None if plan[0] is None else plan[0] + offset
+                yield job.name, [job.interval, origin, *job._history(), due,
+                                 job in self._running, plan is not None and plan[0] is None]
+            yield from unclaimed  # another version's jobs, kept for when it runs again
+        try:
+            self.lease.save(_runner() if runner else None, self.wall(), rows())
+        except Exception:
+            self._dirty = True
+            logger.exception("cannot save the jobs' state beside TICKER_LOCK;"
+                             " trying again in %ss", _SAVE_EVERY)
+
+
+def _first_due(interval: float, run_now: bool, now: float, origin: float | None,
+               last_due: float | None, crashed: bool) -> tuple[float, int]:
+    """Where a job's grid goes on, as (origin, index), on the wall clock.
+
+    A job with no grid yet starts one: now with ``run_now``, else one
+    interval later.  A job whose last tick ran waits for its next tick.  A
+    job whose last tick was missed (the deployment was down) runs once, now.
+    A holder that crashed may have started a run in its last `_SAVE_EVERY`
+    without saving it: that tick counts as run, so that no tick runs twice.
+    """
+    if origin is None:
+        return (now if run_now else now + interval), 0
+    ticks = math.floor((now - origin) / interval)
+    if ticks < 0:
+        return origin, 0
+    last_tick = origin + ticks * interval
+    ran = last_due is not None and last_due >= last_tick - 1e-6
+    if ran or (crashed and last_tick > now - 2 * _SAVE_EVERY):
+        return origin, ticks + 1
+    return now, 0
+
+
+def _loop(ref: weakref.ref[_Scheduler], wakeup: threading.Event) -> None:
+    # Holds the scheduler only weakly while asleep, so a ticker nobody
+    # stopped goes away with its app.  Clearing the event before checking
+    # means a stop() or an added job can never be missed.
+    me = threading.current_thread()
+    while True:
+        wakeup.clear()
+        scheduler = ref()
+        if scheduler is None or not scheduler.owns(me):
+            return
+        try:
+            delay = scheduler.tick(me)
+        except Exception:  # a bug of ours: say so, and keep the jobs going
+            logger.critical("the ticker's scheduler failed; it goes on in %ss",
+                            scheduler.retry, exc_info=True)
+            delay = scheduler.retry
+        del scheduler
+        wakeup.wait(None if delay is None else min(delay, threading.TIMEOUT_MAX))
+
+
+# -- the lease and the deployment state --
+
+class _Lease:
+    """Who of several processes runs the jobs, and what they all remember.
+
+    A process takes the lease to become the runner, renews it if it expires
+    (every ``renew_every`` seconds, within ``ttl``) and releases it when it
+    stops.  The runner saves the deployment state; any process loads it.
+    The state is ``{"runner": {...} or None, "saved": wall time, "jobs":
+    {name: [interval, origin, *history, next_due, running, paused]}}``.
+    ``shared`` is False where there is no state beyond this process.
+    """
+
+    shared = True
+    blocks = False  # take(block=True) waits until the lease is free
+    renew_every = ttl = math.inf
+
+    def check(self) -> None:
+        """Fail now, at start-up, on a setting that cannot work."""
+
+    def take(self, block: bool) -> bool:
+        raise NotImplementedError
+
+    def renew(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def forget(self) -> None:
+        """In a forked child: let go of the parent's lease without releasing it."""
+
+    def load(self) -> dict | None:
+        return None
+
+    def save(self, runner: dict | None, saved: float,
+             jobs: Iterable[tuple[str, list]]) -> None:
+        pass
+
+    def holder(self) -> bool:
+        """Whether some process holds the lease now."""
+        return True
+
+
+class _NoLock(_Lease):
+    """``TICKER_LOCK = False``: every process runs the jobs; no shared state."""
+
+    shared = False
+
+    def take(self, block: bool) -> bool:
+        return True
+
+
+class _UserLock(_Lease):
+    """A lock object of the user's: ``acquire(blocking=False)``, ``release()``.
+    It keeps no state, so each new runner starts its grids afresh."""
+
+    shared = False
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+
+    def take(self, block: bool) -> bool:
+        return bool(self.lock.acquire(blocking=False))
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+class _LockFile(_Lease):
+    """The default: a flock() lock file, and the state in a file beside it.
+
+    The kernel drops a flock() lock when its process dies, so a crash never
+    leaves a stale lock, and a process blocked on it takes over at once.
+    The state file ``name.lock.state`` is replaced whole, by rename, so a
+    reader never sees half of it.  It holds one JSON line of its own, then
+    one per job.  A forked child shares its parent's open files, so it
+    closes its copies (`forget`) rather than unlocking.
+    """
+
+    blocks = True
+    _FIELDS = ["interval", "origin", "last_due", "last_run", "last_duration", "last_error",
+               "runs", "failures", "skipped", "next_due", "running", "paused"]
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._held: Any = None  # the open lock file, while held
+
+    def _open(self, path: str, flags: int = 0) -> int:
+        flags |= os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | \
+            getattr(os, "O_CLOEXEC", 0)
+        try:
+            return os.open(path, flags, 0o600)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+            return os.open(path, flags, 0o600)
+
+    def check(self) -> None:
+        """Fail now, at start-up, on a path that cannot work."""
+        os.close(self._open(self.path))
+
+    def take(self, block: bool) -> bool:
+        file = open(self._open(self.path), "r+b", buffering=0)
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BaseException:
+            file.close()
+            if not block:
+                return False
+            raise
+        self._held = file
+        return True
+
+    def release(self) -> None:
+        # Closing drops the lock; LOCK_UN would also drop it for a forked
+        # child that has not closed its copy yet.
+        file, self._held = self._held, None
+        if file is not None:
+            file.close()
+
+    forget = release
+
+    def holder(self) -> bool:
+        if self._held is not None:
+            return True
+        with open(self._open(self.path), "r+b", buffering=0) as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+
+    def load(self) -> dict | None:
+        try:
+            with open(self.path + ".state", "rb") as file:
+                head = json.loads(file.readline() or b"{}")
+                if head.get("fields") != self._FIELDS:
+                    return None  # another version's, or not ours
+                jobs = {}
+                for line in file:
+                    name, *row = json.loads(line)
+                    jobs[name] = row
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            logger.warning("ignoring %s.state, which is damaged", self.path)
+            return None
+        return {"runner": head.get("runner"), "saved": head.get("saved"), "jobs": jobs}
+
+    def save(self, runner: dict | None, saved: float,
+             jobs: Iterable[tuple[str, list]]) -> None:
+        temp = f"{self.path}.state.{os.getpid()}"
+        with open(self._open(temp, os.O_TRUNC), "w", encoding="utf-8") as file:
+            file.write(json.dumps({"fields": self._FIELDS, "runner": runner,
+                                   "saved": saved}) + "\n")
+            file.writelines(json.dumps([name, *row]) + "\n" for name, row in jobs)
+        os.replace(temp, self.path + ".state")
+
+
+def _runner() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(),
+            "since": datetime.now(timezone.utc).isoformat()}
+
+
+# -- the Flask extension, and where it runs --
 
 class Ticker:
     """Runs `Job` s on one daemon thread for one Flask app.
 
     ``Ticker(app)`` or ``Ticker()`` then ``init_app(app)``.  ``clock`` is
-    the monotonic time source, in seconds; tests pass a fake one.
+    the monotonic time source and ``wall_clock`` the wall clock, both in
+    seconds; tests pass fake ones.
     """
 
     def __init__(self, app: Flask | None = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.app: Flask | None = None
-        self._clock = clock
-        self._jobs: dict[str, Job] = {}
-        self._seqs = itertools.count()
-        self._max_workers = 4
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self._scheduler = _Scheduler(clock, wall_clock)
+        self._app: Flask | None = None  # the one it serves, and runs jobs for
         self._shutdown_timeout: float | None = 10.0
-        self._runner: Any = None  # the TICKER_LOCK, or None to run unlocked
-        self._retry = 5.0
         self._served = False   # this process has handled a request
         self._forking = False  # it handed its jobs to the children it forks
+        self._max_workers = 4
         self._reset()
         if app is not None:
             self.init_app(app)
 
     def _reset(self) -> None:
-        # The state a forked child must build anew: its parent's threads are
-        # gone, and may have held these locks at the moment of the fork.
-        #
-        # Guards the jobs, the heap and every job's scheduler state.  No
-        # user code runs while it is held.
-        self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._heap: list[tuple[float, int, Job]] = []
-        self._wakeup = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._holding = False  # of the runner lock
-        self._unplanned: list[Job] = []  # jobs added since it was taken
         self._job_pool = _Pool("flask-ticker-job", self._max_workers)
         self._task_pool = _Pool("flask-ticker-task", self._max_workers)
-        for job in self._jobs.values():
-            job._running = False
-            self._unschedule(job)
+        self._scheduler.submit = self._job_pool.submit
         # A ticker dropped without stop() (a test that made many apps) must
         # not leave its threads behind.  Not at exit: atexit stops it then.
-        weakref.finalize(self, _abandon, self._wakeup, self._job_pool,
+        weakref.finalize(self, _abandon, self._scheduler.wakeup, self._job_pool,
                          self._task_pool).atexit = False
+
+    @property
+    def app(self) -> Flask | None:
+        """The app this ticker serves: the last one passed to `init_app`."""
+        return self._app
 
     def init_app(self, app: Flask) -> None:
         """Bind the ticker to ``app`` and, unless disabled, start it.
@@ -309,10 +884,11 @@ class Ticker:
         - ``TICKER_SHUTDOWN_TIMEOUT`` (10): seconds `stop` waits at exit for
           running jobs and background tasks.
         - ``TICKER_LOCK`` (a file in the instance folder): what makes one
-          process of several run the jobs: a path, False for no lock, or an
-          object with ``acquire(blocking=False) -> bool`` and ``release()``.
+          process of several run the jobs, and where their state is kept:
+          a path, False for no lock, or an object with
+          ``acquire(blocking=False) -> bool`` and ``release()``.
         - ``TICKER_LOCK_RETRY`` (5): seconds between a waiting process's
-          attempts to take the lock.
+          attempts to take a lock it cannot wait on (a custom lock).
 
         Binding another app moves the ticker: it stops serving the first.
         """
@@ -337,17 +913,20 @@ class Ticker:
                              f" got {timeout!r}")
         if not (_is_number(retry) and retry > 0):
             raise ValueError(f"TICKER_LOCK_RETRY must be seconds > 0, got {retry!r}")
-        runner = _runner_lock(lock)
+        lease = _lease(lock)
         if self.app is not None:
             self.stop(self._shutdown_timeout)
         self._max_workers = self._job_pool.max_workers = self._task_pool.max_workers = workers
         self._job_pool.reopen()
         self._task_pool.reopen()
-        self._shutdown_timeout, self._runner, self._retry = timeout, runner, retry
+        self._shutdown_timeout = timeout
+        scheduler = self._scheduler
+        scheduler.lease, scheduler.retry = lease, retry
+        scheduler.call = functools.partial(_call_in_context, app)
         self._served = False
         app.extensions["ticker"] = self
         app.before_request(self._note_request)
-        self.app = app
+        self._app = app
         _tickers.add(self)
         if config["TICKER_ENABLED"]:
             self._start_when_serving(app)
@@ -360,10 +939,12 @@ class Ticker:
         """Run ``func`` every ``interval`` seconds (a number or a timedelta).
 
         With ``run_now`` the first run is due when the ticker starts (or at
-        once, if it has started), else one interval later.  ``name``
-        defaults to the function's qualified name and is unique per ticker.
-        Returns the `Job`; without ``func``, a decorator that registers the
-        function and returns it unchanged.
+        once, if it has started), unless the deployment state says it ran
+        less than one interval ago; else one interval later.  ``name``
+        defaults to the function's qualified name and is unique per ticker;
+        declaring the same function again under its name (an app factory
+        called again) replaces the declaration.  Returns the `Job`; without
+        ``func``, a decorator that registers the function and returns it.
         """
         label = name if name is not None or func is None else _name(func)
         seconds = _check_interval(interval, label)
@@ -382,99 +963,118 @@ class Ticker:
             raise TypeError(f"every(): args for job {name!r} must be a tuple, got {args!r}")
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"every(): kwargs for job {name!r} must be a dict, got {kwargs!r}")
-        job = Job(self, func, seconds, name, bool(run_now), tuple(args),
-                  dict(kwargs) if kwargs else _NO_KWARGS)
-        with self._lock:
-            if name in self._jobs:
-                raise ValueError(
-                    f"every(): a job named {name!r} is already registered on this ticker;"
-                    " pass name= to register another")
-            self._jobs[name] = job
-            if self._holding:
-                # The scheduler plans it, with any others added meanwhile:
-                # one pass over the lock file's state for a thousand jobs
-                # registered after start, not a thousand.
-                self._unplanned.append(job)
-                self._wakeup.set()
-        return job
+        return self._scheduler.add(Job(self._scheduler, func, seconds, name, bool(run_now),
+                                       tuple(args), dict(kwargs) if kwargs else _NO_KWARGS))
 
     @property
     def jobs(self) -> list[Job]:
         """The registered jobs, in registration order."""
-        with self._lock:
-            return list(self._jobs.values())
+        return list(self._scheduler.jobs.values())
 
     def get(self, name: str) -> Job | None:
         """The job called ``name``, or None."""
-        return self._jobs.get(name)
+        return self._scheduler.jobs.get(name)
+
+    def status(self) -> dict:
+        """The deployment's jobs as the process that runs them last saved
+        them (at most about a second behind), as JSON-ready data.
+
+        ``{"running", "is_runner", "runner", "scope", "jobs": [...]}``: see
+        the README.  With no shared state (``TICKER_LOCK = False`` or a
+        custom lock) the figures are this process's: ``scope`` says which.
+        """
+        scheduler = self._scheduler
+        lease = scheduler.lease
+        mine = scheduler.holding or not lease.shared
+        state = None if mine else lease.load()
+        saved = state["jobs"] if state else {}
+        runner = None
+        if mine:
+            runner = _runner() if scheduler.holding else None
+        elif state and state["runner"] and lease.holder():
+            runner = state["runner"]
+        jobs = []
+        for job in self.jobs:
+            row = saved.get(job.name)
+            if row is None:
+                plan_due = scheduler.next_due(job)
+                row = [job.interval, None, *job._history(), plan_due,
+                       job.running, job.paused]
+            interval, _, _, last_run, duration, error, runs, failures, skipped, \
+                next_due, running, paused = row
+            jobs.append({"name": job.name, "interval": interval, "paused": paused,
+                         "next_run": _iso(next_due), "last_run": _iso(last_run),
+                         "last_duration": duration, "last_error": error, "runs": runs,
+                         "failures": failures, "skipped": skipped, "running": running})
+        return {"running": self.running, "is_runner": scheduler.holding, "runner": runner,
+                "scope": "deployment" if lease.shared else "process", "jobs": jobs}
+
+    def run_pending(self) -> float | None:
+        """Make one scheduler pass now, in this thread: take the lease if
+        it is free, start the jobs that are due (on the job pool), and return
+        the seconds until the next is due (None: none is planned).
+
+        The scheduler thread does this between waits.  A test with a fake
+        ``clock`` calls it instead of `start`, to step through time.
+        """
+        self._check_pid()
+        return self._scheduler.tick(None)
 
     # -- starting and stopping --
 
     @property
     def running(self) -> bool:
-        """Whether the scheduler thread is running (holding the lock or not)."""
-        return self._thread is not None
+        """Whether the scheduler thread is running (holding the lease or not)."""
+        return self._scheduler.running
 
     def start(self) -> None:
-        """Start the scheduler thread.  Once this process holds the lock,
-        jobs with ``run_now`` run at once.  Idempotent; a stopped ticker can
-        be started again.
+        """Start the scheduler thread.  Once this process holds the lease,
+        due jobs run at once.  Idempotent; a stopped ticker can be started
+        again.
         """
         self._check_pid()
-        with self._lock:
-            if self._thread is not None:
-                return
-            if self.app is None:
-                raise RuntimeError("Ticker.start() needs an app: pass it to Ticker(app)"
-                                   " or call ticker.init_app(app) first")
-            self._job_pool.reopen()
-            self._task_pool.reopen()
-            if _uwsgi_without_threads():
-                logger.warning("uWSGI runs without --enable-threads, so the ticker"
-                               " cannot run: add --enable-threads to the uwsgi command")
-                return
-            if isinstance(self._runner, _LockFile):
-                self._runner.join()
-            self._start_due()  # here: run_now jobs need not wait for the new thread
-            self._thread = threading.Thread(
-                target=_loop, args=(weakref.ref(self), self._wakeup),
-                name="flask-ticker", daemon=True)
-            self._thread.start()
+        if self._scheduler.running:
+            return
+        if self.app is None:
+            raise RuntimeError("Ticker.start() needs an app: pass it to Ticker(app)"
+                               " or call ticker.init_app(app) first")
+        self._job_pool.reopen()
+        self._task_pool.reopen()
+        if _uwsgi_without_threads():
+            logger.warning("uWSGI runs without --enable-threads, so the ticker"
+                           " cannot run: add --enable-threads to the uwsgi command")
+            return
+        self._scheduler.lease.check()
+        self._scheduler.start()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop starting runs and wait up to ``timeout`` seconds (None: no
         limit) for running jobs and background tasks already accepted, then
-        release the lock.
+        save the jobs' state and release the lease.
 
         Returns True if all finished.  Otherwise logs what did not, by name;
         tasks that had not started by then never will.  Idempotent.
         """
         finished = self._halt(timeout)
-        if isinstance(self._runner, _LockFile):
-            self._runner.leave()
+        self._scheduler.leave()
         return finished
 
     def _halt(self, timeout: float | None) -> bool:
         self._check_pid()
-        with self._lock:
-            thread, self._thread = self._thread, None
-            for job in self._jobs.values():
-                self._unschedule(job)
-            self._heap.clear()
-        self._wakeup.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()  # prompt: the loop never runs user code
+        self._scheduler.stop()
         deadline = None if timeout is None else time.monotonic() + timeout
         unfinished = [f"job {n!r}" for n in self._job_pool.shutdown(deadline)]
         unfinished += [f"task {n!r}" for n in self._task_pool.shutdown(deadline)]
         if unfinished:
             logger.error("ticker stopped after %ss with work unfinished: %s",
                          timeout, ", ".join(unfinished))
-        if self._holding:
-            self._holding = False
-            if self._runner is not None:
-                self._runner.release()
         return not unfinished
+
+    def submit_task(self, label: str, run: Callable[[], None],
+                    cancel: Callable[[], Any]) -> None:
+        """Queue a task of `run_in_background` on the task pool."""
+        self._check_pid()
+        self._task_pool.submit(label, run, cancel)
 
     def _note_request(self) -> None:
         self._served = True
@@ -482,16 +1082,16 @@ class Ticker:
     def _forked(self, child: bool) -> None:
         # A preforking master (gunicorn --preload) loads the app, then forks
         # workers and serves nothing itself, and threads do not survive a
-        # fork: it hands the jobs to its children.
-        # It stays a member of the deployment, so the child that takes the
-        # lock continues the grid instead of starting it again.  Any other
-        # fork (multiprocessing) leaves the jobs where they are.
+        # fork: it hands the jobs to its children.  It saves their state as
+        # it stops, so the child that takes the lease goes on with the same
+        # grids.  Any other fork (multiprocessing) leaves the jobs where
+        # they are.
         hand_over = self._forking or (
-            self._thread is not None and not self._served and _preforking_server())
+            self.running and not self._served and _preforking_server())
         if not child:
             if hand_over and not self._forking:
                 self._forking = True
-                threading.Thread(target=self._halt, args=(None,), daemon=True,
+                threading.Thread(target=self.stop, args=(None,), daemon=True,
                                  name="flask-ticker-handover").start()
             return
         self._forget_parent()
@@ -506,8 +1106,7 @@ class Ticker:
             self._forget_parent()
 
     def _forget_parent(self) -> None:
-        if isinstance(self._runner, _LockFile):
-            self._runner.forget()
+        self._scheduler.forget_parent()
         self._reset()
 
     def _start_when_serving(self, app: Flask) -> None:
@@ -543,116 +1142,6 @@ class Ticker:
 
         app.run = run_and_start  # type: ignore[method-assign]
 
-    # -- the scheduler, under self._lock --
-
-    def _plan(self, jobs: list[Job], now: float) -> None:
-        """Put jobs on their grids: new ones from now, and those this
-        deployment already runs (another process had the lock) where they are.
-        """
-        wall = time.time()
-        known = {}
-        if isinstance(self._runner, _LockFile):
-            new = collections.defaultdict(list)
-            for job in jobs:
-                new[job.interval, wall if job._run_now else wall + job.interval].append(job.name)
-            known = self._runner.shared_origins(new)
-        for job in jobs:
-            if job.name in known:
-                job._origin = known[job.name] - wall + now
-                index = max(0, math.floor((now - job._origin) / job.interval) + 1)
-            else:
-                job._origin = now if job._run_now else now + job.interval
-                index = 0
-            job._index = index
-            if not job._paused:
-                self._schedule(job, index)
-
-    def _schedule(self, job: Job, index: int) -> None:
-        job._index = index
-        # At index 0 the origin itself, not an equal float: one object less
-        # per job, for apps that have thousands.
-        job._due = job._origin + index * job.interval if index else job._origin
-        job._seq = next(self._seqs)
-        heapq.heappush(self._heap, (job._due, job._seq, job))
-
-    def _unschedule(self, job: Job) -> None:
-        # Its heap entry stays, but no longer matches; _run_due drops it.
-        job._due = job._seq = None
-
-    def _run_due(self) -> float | None:
-        with self._lock:
-            if self._thread is not threading.current_thread():
-                return None  # stop() came first; the loop sees it next
-            return self._start_due()
-
-    def _start_due(self) -> float | None:
-        """Start the jobs that are due; return the seconds until the next."""
-        now = self._clock()
-        if not self._holding and not self._take_lock(now):
-            return self._retry
-        if self._unplanned:
-            jobs = [job for job in self._unplanned if self._jobs.get(job.name) is job]
-            if self._plan_or_log(jobs, now):
-                self._unplanned = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            due, seq, job = heapq.heappop(heap)
-            if seq != job._seq:
-                continue
-            behind = int((now - due) // job.interval)  # ticks missed already
-            if job.running:
-                job._skipped += behind + 1
-                self._lag(job, "is still running at its next due time;"
-                               " skipping runs until it finishes")
-            else:
-                if behind:
-                    job._skipped += behind
-                    self._lag(job, f"was {behind} run(s) behind (was the process"
-                                   " suspended?); running it once now")
-                job._running = True
-                self._job_pool.submit(job.name, job._run_scheduled, job._release)
-            index = job._index + behind + 1
-            while job._origin + index * job.interval <= now:  # float rounding
-                index += 1
-            self._schedule(job, index)
-        delay = heap[0][0] - now if heap else None
-        if self._unplanned:  # planning them failed: try again then
-            delay = self._retry if delay is None else min(delay, self._retry)
-        return delay
-
-    def _take_lock(self, now: float) -> bool:
-        runner = self._runner
-        try:
-            if runner is not None and not runner.acquire(blocking=False):
-                return False
-        except Exception:
-            logger.exception("cannot take TICKER_LOCK; trying again in %ss", self._retry)
-            return False
-        if not self._plan_or_log(list(self._jobs.values()), now):
-            if runner is not None:
-                runner.release()
-            return False
-        self._unplanned = []
-        self._holding = True
-        logger.info("process %d runs the jobs", os.getpid())
-        return True
-
-    def _plan_or_log(self, jobs: list[Job], now: float) -> bool:
-        try:
-            self._plan(jobs, now)
-        except Exception:
-            logger.exception("cannot read the jobs' schedule beside TICKER_LOCK;"
-                             " trying again in %ss", self._retry)
-            return False
-        return True
-
-    def _lag(self, job: Job, why: str) -> None:
-        # Once per streak: a job that overruns every tick must not flood the
-        # log.  The streak ends when a run takes less than the interval.
-        if not job._lagging:
-            job._lagging = True
-            logger.warning("job %r %s", job.name, why)
-
 
 def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
     """Run ``func(*args, **kwargs)`` on the current app's ticker pool.
@@ -670,8 +1159,8 @@ def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) ->
         raise RuntimeError(
             "run_in_background() needs an app context of an app with a Ticker:"
             " call it in a view or a job, or inside 'with app.app_context():'")
-    name = _name(func)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    name = _name(func)
 
     # Imported here: it costs more than this whole module, and jobs and
     # processes that run no task (a CLI command) never need it.
@@ -690,10 +1179,70 @@ def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) ->
         else:
             future.set_result(result)
 
-    ticker._check_pid()
-    ticker._task_pool.submit(name, task, future.cancel)
+    ticker.submit_task(name, task, future.cancel)
     return future
 
+
+def _call_in_context(app: Flask, func: Callable[..., Any], args: tuple,
+                     kwargs: Mapping[str, Any]) -> Any:
+    with app.app_context():
+        return func(*args, **kwargs)
+
+
+# Tickers to stop at interpreter exit; weak, so that apps a test suite
+# drops are not kept alive by this module.
+_tickers: weakref.WeakSet[Ticker] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    for ticker in list(_tickers):
+        ticker.stop(ticker._shutdown_timeout)
+
+
+def _after_fork(child: bool) -> None:
+    for ticker in list(_tickers):
+        ticker._forked(child)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_parent=lambda: _after_fork(False),
+                        after_in_child=lambda: _after_fork(True))
+
+
+def _uses_reloader(app: Flask, args: tuple, kwargs: dict) -> bool:
+    # Mirrors how Flask.run picks its debug and use_reloader settings.
+    debug = kwargs.get("debug", args[2] if len(args) > 2 else None)
+    if debug is None:
+        debug = get_debug_flag() if "FLASK_DEBUG" in os.environ else app.debug
+    return bool(kwargs.get("use_reloader", debug))
+
+
+def _lease(lock: Any) -> _Lease:
+    if lock is False or lock is None:
+        return _NoLock()
+    if isinstance(lock, (str, os.PathLike)):
+        if fcntl is None:
+            logger.warning("no flock() on this platform: TICKER_LOCK %r is ignored,"
+                           " and every process that serves the app runs the jobs", lock)
+            return _NoLock()
+        return _LockFile(os.fspath(lock))
+    if callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None)):
+        return _UserLock(lock)
+    raise TypeError("TICKER_LOCK must be a path, False, or an object with"
+                    f" acquire(blocking=False) and release(), got {lock!r}")
+
+
+def _preforking_server() -> bool:
+    return "gunicorn.arbiter" in sys.modules or "uwsgi" in sys.modules
+
+
+def _uwsgi_without_threads() -> bool:
+    uwsgi = sys.modules.get("uwsgi")
+    return uwsgi is not None and not (uwsgi.opt.get("enable-threads") or uwsgi.opt.get("threads"))
+
+
+# -- the thread pool, and helpers --
 
 class _Pool:
     """A bounded pool of daemon threads, started only when there is work.
@@ -740,7 +1289,10 @@ class _Pool:
                 self._idle.acquire(blocking=False)  # no longer idle: gone
                 return
             self._active[me] = item[0]
-            item[1]()
+            try:
+                item[1]()
+            except BaseException:  # run() never raises; if it does, say so
+                logger.critical("the ticker's %s worker failed", self.name, exc_info=True)
             # An idle worker must not keep the last job, and its app, alive.
             del self._active[me], item
             self._idle.release()
@@ -785,228 +1337,10 @@ class _Pool:
         return unfinished
 
 
-class _LockFile:
-    """The default ``TICKER_LOCK``: a lock file, and two files beside it that
-    tell the processes sharing it whether a new runner takes over or starts
-    the deployment afresh.
-
-    ``name.lock``: whoever holds it runs the jobs.  ``name.lock.members``:
-    each process with a started ticker holds it shared, so the first one to
-    join knows it is alone: a restart, unless the master that forked it (see
-    `_master`) still runs.  ``name.lock.state``: the deployment's id and each
-    job's grid origin, on the wall clock, read by a new runner.
-
-    These are flock() locks: the kernel drops them when their process dies,
-    so a crash never leaves a stale lock.  A forked child shares its parent's
-    open files, so it closes its copies (`forget`) rather than unlocking.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.deployment: str | None = None
-        self._held: Any = None     # the open lock file, while held
-        self._member: Any = None   # the open members file, while a member
-        # Held around every use of the files, and across os.fork(): a child
-        # that inherited a file another thread had open and locked would
-        # keep that lock alive, and deadlock on it, forever.
-        self.io = threading.RLock()
-
-    def _open(self, suffix: str = "") -> Any:
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(self.path + suffix, flags, 0o600)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-            fd = os.open(self.path + suffix, flags, 0o600)
-        return open(fd, "r+b", buffering=0)
-
-    def acquire(self, blocking: bool = False) -> bool:
-        with self.io:
-            file = self._open()
-            try:
-                fcntl.flock(file, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                file.close()
-                return False
-            self._held = file
-            return True
-
-    def release(self) -> None:
-        # Closing drops the lock; LOCK_UN would also drop it for a forked
-        # child that has not closed its copy yet.
-        with self.io:
-            if self._held is not None:
-                self._held.close()
-                self._held = None
-
-    def join(self) -> None:
-        self._open().close()  # a bad path fails here, at start-up
-        anchor = _master()
-        with self.io, self._state() as state:  # one joiner at a time
-            self._member = self._open(".members")
-            try:
-                fcntl.flock(self._member, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if anchor is None or state.get("master") != anchor:
-                    state.clear()  # nobody else is running: a new deployment
-                    state["master"] = anchor
-            except BlockingIOError:
-                pass
-            # Safe to convert: only joiners lock it exclusively, one at a time.
-            fcntl.flock(self._member, fcntl.LOCK_SH)
-            self.deployment = state.setdefault("deployment", os.urandom(8).hex())
-
-    def leave(self) -> None:
-        with self.io:
-            if self._member is not None:
-                self._member.close()
-                self._member = None
-
-    def forget(self) -> None:
-        # In a forked child these close only the child's copies.
-        self.release()
-        self.leave()
-
-    def shared_origins(self, new: Mapping[tuple[float, float], list[str]]) -> dict[str, float]:
-        """Given ``{(interval, origin if new): [job names]}``, record the
-        new jobs and return the origins of those this deployment already runs.
-
-        The state keeps ``[interval, origin, [names]]`` grids: jobs planned
-        together share one, so that each costs it little more than its name.
-        """
-        with self.io, self._state() as state:
-            if state.get("deployment") != self.deployment:
-                state.clear()
-                state["deployment"] = self.deployment
-            grids = state.setdefault("grids", [])
-            known = {}
-            if grids:
-                mine = {(interval, name) for (interval, _), names in new.items()
-                        for name in names}
-                known = {name: origin for interval, origin, names in grids
-                         for name in names if (interval, name) in mine}
-            for (interval, origin), names in new.items():
-                names = [name for name in names if name not in known]
-                if names:
-                    grids.append([interval, origin, names])
-        return known
-
-    @contextlib.contextmanager
-    def _state(self) -> Any:
-        with self._open(".state") as file:
-            fcntl.flock(file, fcntl.LOCK_EX)
-            before = file.read()
-            try:
-                state = json.loads(before) if before else {}
-            except ValueError:
-                state = {}
-            yield state
-            after = json.dumps(state).encode()
-            if after != before:
-                # Overwrite, then cut: ext4 flushes a file truncated to zero
-                # when it is closed, which made each transaction cost 0.5 ms.
-                os.pwrite(file.fileno(), after, 0)
-                if len(after) < len(before):
-                    file.truncate(len(after))
-
-
-def _loop(ref: weakref.ref[Ticker], wakeup: threading.Event) -> None:
-    # Holds the ticker only weakly while asleep, so a ticker nobody stopped
-    # goes away with its app.  Clearing the event before checking means a
-    # stop() or an added job can never be missed.
-    me = threading.current_thread()
-    while True:
-        wakeup.clear()
-        ticker = ref()
-        if ticker is None or ticker._thread is not me:
-            return
-        delay = ticker._run_due()
-        del ticker
-        wakeup.wait(delay)
-
-
 def _abandon(wakeup: threading.Event, *pools: _Pool) -> None:
     for pool in pools:
         pool.close()
     wakeup.set()
-
-
-@atexit.register
-def _stop_at_exit() -> None:
-    for ticker in list(_tickers):
-        ticker.stop(ticker._shutdown_timeout)
-
-
-_held_for_fork: list[_LockFile] = []  # whose io lock the forking thread holds
-
-
-def _before_fork() -> None:
-    _held_for_fork[:] = [t._runner for t in list(_tickers) if isinstance(t._runner, _LockFile)]
-    for files in _held_for_fork:
-        files.io.acquire()
-
-
-def _after_fork(child: bool) -> None:
-    for files in _held_for_fork:
-        if child:
-            files.io = threading.RLock()
-        else:
-            files.io.release()
-    _held_for_fork.clear()
-    for ticker in list(_tickers):
-        ticker._forked(child)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_parent=lambda: _after_fork(False),
-                        after_in_child=lambda: _after_fork(True))
-
-
-def _uses_reloader(app: Flask, args: tuple, kwargs: dict) -> bool:
-    # Mirrors how Flask.run picks its debug and use_reloader settings.
-    debug = kwargs.get("debug", args[2] if len(args) > 2 else None)
-    if debug is None:
-        debug = get_debug_flag() if "FLASK_DEBUG" in os.environ else app.debug
-    return bool(kwargs.get("use_reloader", debug))
-
-
-def _runner_lock(lock: Any) -> Any:
-    if lock is False or lock is None:
-        return None
-    if isinstance(lock, (str, os.PathLike)):
-        if fcntl is None:
-            logger.warning("no flock() on this platform: TICKER_LOCK %r is ignored,"
-                           " and every process that serves the app runs the jobs", lock)
-            return None
-        return _LockFile(os.fspath(lock))
-    if callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None)):
-        return lock
-    raise TypeError("TICKER_LOCK must be a path, False, or an object with"
-                    f" acquire(blocking=False) and release(), got {lock!r}")
-
-
-def _master() -> str | None:
-    """The master process of a preforking server, if it forked this one.
-
-    It outlives its workers: while it runs, a worker that finds no other
-    member replaces recycled ones, and the deployment has not restarted.
-    """
-    if not _preforking_server():
-        return None
-    ppid = os.getppid()
-    try:  # its start time tells it from a later process with the same pid
-        with open(f"/proc/{ppid}/stat") as stat:
-            return f"{ppid}:{stat.read().rsplit(')', 1)[1].split()[19]}"
-    except OSError:
-        return str(ppid)
-
-
-def _preforking_server() -> bool:
-    return "gunicorn.arbiter" in sys.modules or "uwsgi" in sys.modules
-
-
-def _uwsgi_without_threads() -> bool:
-    uwsgi = sys.modules.get("uwsgi")
-    return uwsgi is not None and not (uwsgi.opt.get("enable-threads") or uwsgi.opt.get("threads"))
 
 
 def _safe_name(name: str) -> str:
@@ -1023,6 +1357,8 @@ def _check_interval(interval: object, name: str | None) -> float:
                         f" timedelta, got {interval!r}")
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"{_interval_of(name)} must be positive and finite, got {interval!r}")
+    if seconds > _MAX_INTERVAL:
+        raise ValueError(f"{_interval_of(name)} must be at most 100 years, got {interval!r}")
     return seconds
 
 
@@ -1045,6 +1381,18 @@ def _is_number(x: object) -> bool:
 
 def _name(func: Any) -> str:
     return getattr(func, "__qualname__", None) or repr(func)
+
+
+def _identity(func: Any) -> tuple:
+    return getattr(func, "__module__", None), _name(func)
+
+
+def _utc(wall: float | None) -> datetime | None:
+    return None if wall is None else datetime.fromtimestamp(wall, timezone.utc)
+
+
+def _iso(wall: float | None) -> str | None:
+    return None if wall is None else datetime.fromtimestamp(wall, timezone.utc).isoformat()
 
 
 def _seconds(s: float) -> str:

@@ -1,9 +1,10 @@
 """Behaviour tests for flask_ticker.
 
-Scheduling tests drive a fake clock: time moves only when a test says so,
-and `FakeClock.advance` returns once the scheduler has acted on the new
-time, so nothing here sleeps to wait for a tick.  Launch-mode tests run the
-real development server in subprocesses.
+Scheduling tests drive fake clocks: time moves only when a test says so,
+and `FakeClock.advance` makes the scheduler's pass itself
+(`Ticker.run_pending`), so nothing here sleeps to wait for a tick and no
+scheduler thread runs unless a test starts one.  Launch-mode tests, in
+tests/, run real servers in subprocesses.
 """
 from __future__ import annotations
 
@@ -32,31 +33,31 @@ HERE = Path(__file__).resolve().parent
 WAIT = 5.0  # upper bound for anything that should happen "at once"
 
 
+EPOCH = 1_800_000_000.0  # what the fake wall clock reads at monotonic 0
+
+
 class FakeClock:
-    """A monotonic clock that moves only when a test advances it."""
+    """A monotonic clock and its wall clock, which move only when a test
+    advances them; `wall_step` steps the wall clock alone, as NTP may."""
 
     def __init__(self) -> None:
         self.now = 1000.0
+        self.step = 0.0
         self.ticker: Ticker | None = None
-        self.loop_reads = 0  # how often the scheduler thread asked the time
-        self._seen = threading.Condition()
+        self.reads_by_scheduler_thread = 0
 
     def __call__(self) -> float:
-        if self.ticker is not None and threading.current_thread() is self.ticker._thread:
-            with self._seen:
-                self.loop_reads += 1
-                self._seen.notify_all()
+        if threading.current_thread().name == "flask-ticker":
+            self.reads_by_scheduler_thread += 1
         return self.now
 
-    def advance(self, seconds: float = 0.0) -> None:
-        """Move time on; return once the scheduler has started what is due."""
+    def wall(self) -> float:
+        return EPOCH + self.now + self.step
+
+    def advance(self, seconds: float = 0.0) -> float | None:
+        """Move time on and make one scheduler pass; return its delay."""
         self.now += seconds
-        with self._seen:
-            mark = self.loop_reads
-            self.ticker._wakeup.set()
-            assert self._seen.wait_for(lambda: self.loop_reads > mark, WAIT)
-        with self.ticker._lock:  # the pass that read the new time is over
-            pass
+        return self.ticker.run_pending()
 
 
 def wait_until(predicate, timeout: float = WAIT) -> None:
@@ -88,10 +89,15 @@ def clock():
     return FakeClock()
 
 
+def fake_ticker(app: Flask, clock: FakeClock) -> Ticker:
+    ticker = Ticker(app, clock=clock, wall_clock=clock.wall)
+    clock.ticker = ticker
+    return ticker
+
+
 @pytest.fixture
 def ticker(app, clock):
-    ticker = Ticker(app, clock=clock)
-    clock.ticker = ticker
+    ticker = fake_ticker(app, clock)
     yield ticker
     ticker.stop(timeout=WAIT)
 
@@ -111,8 +117,7 @@ class Recorder:
 
 
 def started(ticker: Ticker, clock: FakeClock, wait_for_runs: bool = True) -> None:
-    """Start the ticker and, unless told not to, let the first runs finish."""
-    ticker.start()
+    """Make the first pass and, unless told not to, let its runs finish."""
     clock.advance(0)
     if wait_for_runs:
         settle(*ticker.jobs)
@@ -221,8 +226,19 @@ def test_a_late_wakeup_does_not_shift_the_grid(ticker, clock):
     assert rec.calls == [1000.0, 1010.4, 1020.0]
 
 
-def test_the_default_clock_is_monotonic_so_wall_clock_steps_change_nothing():
-    assert Ticker()._clock is time.monotonic
+def test_a_wall_clock_step_changes_nothing_but_next_run(ticker, clock):
+    rec = Recorder(clock)
+    job = ticker.every(10, rec)
+    started(ticker, clock)
+    before = job.next_run
+    clock.step = -3600.0  # someone sets the clock back an hour
+    assert job.next_run == before - timedelta(hours=1)
+    clock.advance(9.9)
+    settle(job)
+    assert rec.calls == [1000.0]
+    clock.advance(0.1)
+    settle(job)
+    assert rec.calls == [1000.0, 1010.0]
 
 
 # -- 3. no overlap, no bursts --
@@ -445,27 +461,30 @@ def test_job_failures_are_visible_with_flasks_default_logging(tmp_path):
 def test_an_idle_ticker_does_not_wake_between_due_times(ticker, clock):
     for i in range(10):
         ticker.every(3600, lambda: None, name=f"hourly-{i}", run_now=False)
-    started(ticker, clock)
-    reads = clock.loop_reads
+    assert clock.advance(0) == 3600.0  # the pass says how long to sleep
+    ticker.start()
+    wait_until(lambda: clock.reads_by_scheduler_thread > 0)
     time.sleep(0.3)
-    assert clock.loop_reads == reads
+    reads = clock.reads_by_scheduler_thread
+    time.sleep(0.3)
+    assert clock.reads_by_scheduler_thread == reads
 
 
 def test_threads_stay_bounded_however_many_jobs_are_due(app, clock):
     app.config["TICKER_MAX_WORKERS"] = 2
-    ticker = Ticker(app, clock=clock)
-    clock.ticker = ticker
+    ticker = fake_ticker(app, clock)
     release = threading.Event()
     before = threading.active_count()
     jobs = [ticker.every(10, lambda: release.wait(WAIT), name=f"j{i}") for i in range(10)]
-    started(ticker, clock, wait_for_runs=False)
+    ticker.start()
     for _ in range(5):
         clock.advance(10)
-    assert threading.active_count() - before == 1 + 2
+    added = [t for t in threading.enumerate() if t.name.startswith("flask-ticker")]
+    assert threading.active_count() - before == len(added) == 1 + 2
+    assert all(thread.daemon for thread in added)
     assert all(job.running for job in jobs)
     release.set()
     settle(*jobs)
-    assert ticker._thread.daemon
     assert ticker.stop(WAIT)
 
 
@@ -475,7 +494,8 @@ def test_stop_wakes_an_idle_loop_at_once_and_ends_its_thread(app):
     ticker = Ticker(app)
     ticker.every(3600, lambda: None, run_now=False)
     ticker.start()
-    thread = ticker._thread
+    wait_until(lambda: ticker.jobs[0].next_run is not None)
+    [thread] = [t for t in threading.enumerate() if t.name == "flask-ticker"]
     began = time.monotonic()
     assert ticker.stop() is True
     assert time.monotonic() - began < WAIT  # not the hour the loop sleeps for
@@ -514,18 +534,24 @@ def test_stop_timeout_returns_false_and_names_the_unfinished_job(ticker, clock, 
         assert not worker.is_alive()
 
 
+def scheduler_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "flask-ticker"]
+
+
 def test_start_and_stop_are_idempotent_and_a_stopped_ticker_restarts(ticker, clock):
     rec = Recorder(clock)
     job = ticker.every(10, rec)
-    started(ticker, clock)
-    thread = ticker._thread
+    before = len(scheduler_threads())
     ticker.start()
-    assert ticker._thread is thread
+    ticker.start()
+    assert len(scheduler_threads()) == before + 1
     settle(job)
     assert ticker.stop() and ticker.stop()
+    assert len(scheduler_threads()) == before and not ticker.running
     clock.now += 3
-    started(ticker, clock)
-    assert rec.calls == [1000.0, 1003.0]  # run_now again on restart
+    ticker.start()
+    settle(job)
+    assert rec.calls == [1000.0, 1003.0]  # no shared state: run_now again
     clock.advance(10)
     settle(job)
     assert rec.calls[-1] == 1013.0
@@ -592,12 +618,9 @@ def test_job_attributes_report_the_runs(ticker, clock):
             0, 0, 0, None, None, None, False, False, None)
     started(ticker, clock)
     assert job.runs == 1 and job.last_duration == 2.0
-    assert job.last_run.tzinfo is timezone.utc
-    assert abs(job.last_run - datetime.now(timezone.utc)) < timedelta(seconds=WAIT)
-    # due at 1010, the clock reads 1002: about 8 s from now
-    expected = datetime.now(timezone.utc) + timedelta(seconds=8)
-    assert job.next_run.tzinfo is timezone.utc
-    assert abs(job.next_run - expected) < timedelta(seconds=1)
+    assert job.last_run == datetime.fromtimestamp(EPOCH + 1000, timezone.utc)
+    # due at 1010, the clock reads 1002: 8 s from now
+    assert job.next_run == datetime.fromtimestamp(EPOCH + 1010, timezone.utc)
     assert repr(job) == "<Job 'work' every 10s, next in 8s, runs=1 failures=0 skipped=0>"
 
 
@@ -925,12 +948,14 @@ def locked_app(tmp_path: Path, name: str = "locked", **config) -> Flask:
     return app
 
 
-def test_the_default_lock_file_is_private_and_its_folder_is_created(tmp_path):
+def test_the_default_lock_file_and_its_state_are_private_and_the_folder_is_created(tmp_path):
     ticker = Ticker(locked_app(tmp_path, "my app"))
-    lock = tmp_path / "instance" / "flask_ticker-my_app.lock"
-    wait_until(lambda: ticker._holding)
-    assert lock.exists() and lock.stat().st_mode & 0o777 == 0o600
+    instance = tmp_path / "instance"
+    wait_until(lambda: ticker.status()["is_runner"])
     assert ticker.stop(WAIT)
+    assert instance.stat().st_mode & 0o777 == 0o700
+    for name in ("flask_ticker-my_app.lock", "flask_ticker-my_app.lock.state"):
+        assert (instance / name).stat().st_mode & 0o777 == 0o600, name
 
 
 def test_a_symlinked_lock_file_fails_at_start_up(tmp_path):
@@ -976,6 +1001,19 @@ def test_only_the_lock_holder_runs_and_a_takeover_keeps_the_grid(tmp_path):
     assert second.stop(WAIT)
 
 
+def test_a_waiting_process_takes_over_as_soon_as_the_runner_stops(tmp_path):
+    runs: list[int] = []
+    first, second = two_tickers(tmp_path, runs)
+    for ticker in (first, second):
+        ticker.app.config["TICKER_LOCK_RETRY"] = 60  # no retry could be this quick
+    first.start()
+    wait_until(lambda: runs == [0])
+    second.start()
+    assert first.stop(WAIT)
+    wait_until(lambda: second.status()["is_runner"])
+    assert second.stop(WAIT)
+
+
 def test_jobs_added_after_the_lock_is_taken_share_the_grid_too(tmp_path):
     runs: list[int] = []
     first, second = two_tickers(tmp_path, runs)
@@ -992,48 +1030,200 @@ def test_jobs_added_after_the_lock_is_taken_share_the_grid_too(tmp_path):
     assert second.stop(WAIT)
 
 
-def test_jobs_cancelled_right_after_they_are_added_never_run(tmp_path):
-    # Added to a running ticker, a job waits for the scheduler to plan it;
-    # cancelled meanwhile, it must stay unplanned.
-    ticker = Ticker(locked_app(tmp_path, TICKER_ENABLED=False))
-    ticker.start()
-    wait_until(lambda: ticker._holding)
-    gone = []
-    for i in range(200):  # not run_now: a job planned before its cancel cannot run
-        job = ticker.every(3600, lambda: None, name=f"gone{i}", run_now=False)
-        job.cancel()
-        gone.append(job)
-    kept = []
-    ticker.every(3600, lambda: kept.append(1), name="kept")  # planned after them
-    wait_until(lambda: kept == [1])
-    assert [job.name for job in gone if job.next_run is not None] == []
+def test_a_job_added_to_a_running_ticker_has_its_next_run_at_once(tmp_path):
+    ticker = Ticker(locked_app(tmp_path))
+    wait_until(lambda: ticker.status()["is_runner"])
+    job = ticker.every(3600, lambda: None, name="later", run_now=False)
+    expected = datetime.now(timezone.utc) + timedelta(hours=1)
+    assert abs(job.next_run - expected) < timedelta(seconds=WAIT)
+    job.cancel()
+    assert job.next_run is None
     assert ticker.stop(WAIT)
 
 
-def test_when_every_process_has_stopped_the_next_one_starts_afresh(tmp_path):
-    runs: list[int] = []
-    first, second = two_tickers(tmp_path, runs)
-    first.start()
-    wait_until(lambda: runs == [0])
+# -- the deployment state: restarts continue, history survives --
+
+def deployment(tmp_path: Path, clock: FakeClock, name: str = "deployed") -> Ticker:
+    """One process's ticker on the shared lock file, stepped by ``clock``."""
+    return fake_ticker(locked_app(tmp_path, name, TICKER_ENABLED=False), clock)
+
+
+def saved(ticker: Ticker, clock: FakeClock, *jobs: Job) -> None:
+    """Let the runs finish and the runner save them, as it does within 0.5 s."""
+    settle(*jobs)
+    clock.advance(0.5)
+
+
+def test_a_restart_soon_after_a_run_does_not_run_the_job_again(tmp_path):
+    clock = FakeClock()
+    first = deployment(tmp_path, clock)
+    rec = Recorder(clock)
+    first.every(60, rec, name="sync")
+    clock.advance(0)
+    saved(first, clock, first.get("sync"))
+    assert first.stop(WAIT) and rec.calls == [1000.0]
+
+    clock.now += 1  # the deploy takes a second
+    second = deployment(tmp_path, clock)
+    job = second.every(60, rec, name="sync")
+    clock.advance(0)
+    settle(job)
+    assert rec.calls == [1000.0]
+    assert job.next_run == datetime.fromtimestamp(EPOCH + 1060, timezone.utc)
+    clock.advance(1060 - clock.now)
+    settle(job)
+    assert rec.calls == [1000.0, 1060.0]
+    assert second.stop(WAIT)
+
+
+def test_a_restart_after_missed_ticks_runs_the_job_once_at_once(tmp_path):
+    clock = FakeClock()
+    first = deployment(tmp_path, clock)
+    rec = Recorder(clock)
+    first.every(60, rec, name="sync")
+    clock.advance(0)
+    saved(first, clock, first.get("sync"))
     assert first.stop(WAIT)
-    second.start()
-    wait_until(lambda: runs == [0, 1])
+
+    clock.now += 5 * 60  # down for five ticks
+    second = deployment(tmp_path, clock)
+    job = second.every(60, rec, name="sync")
+    clock.advance(0)
+    settle(job)
+    clock.advance(0)
+    settle(job)
+    assert rec.calls == [1000.0, 1300.5]  # once, not once per missed tick
+    assert job.next_run == datetime.fromtimestamp(EPOCH + 1360.5, timezone.utc)
+    assert second.stop(WAIT)
 
 
-def test_a_new_deployment_overwrites_a_longer_state_whole(tmp_path):
+def test_run_now_false_keeps_its_first_due_time_across_restarts(tmp_path):
+    clock = FakeClock()
+    rec = Recorder(clock)
+    for restart in range(4):  # a deploy every second, the job due after 3
+        ticker = deployment(tmp_path, clock)
+        ticker.every(3, rec, name="daily", run_now=False)
+        clock.advance(0)
+        clock.advance(0.5)
+        settle(*ticker.jobs)
+        assert ticker.stop(WAIT)
+        clock.now += 0.5
+    assert rec.calls == [1003.0]
+
+
+def test_history_survives_a_restart(tmp_path):
+    clock = FakeClock()
+    first = deployment(tmp_path, clock)
+
+    def sync():
+        raise ConnectionError("feed down")
+
+    first.every(10, sync, name="sync")
+    clock.advance(0)
+    settle(*first.jobs)
+    clock.advance(10)
+    saved(first, clock, *first.jobs)
+    assert first.stop(WAIT)
+
+    second = deployment(tmp_path, clock)
+    job = second.every(10, sync, name="sync")
+    clock.advance(0)
+    assert (job.runs, job.failures, job.last_error) == (2, 2, "ConnectionError: feed down")
+    assert job.last_run == datetime.fromtimestamp(EPOCH + 1010, timezone.utc)
+    assert second.stop(WAIT)
+
+
+def test_status_reads_the_same_in_a_process_that_does_not_run_the_jobs(tmp_path):
+    clock = FakeClock()
+    runner = deployment(tmp_path, clock)
+    other = Ticker(locked_app(tmp_path, "deployed", TICKER_ENABLED=False),
+                   clock=clock, wall_clock=clock.wall)
+    for ticker in (runner, other):
+        ticker.every(60, lambda: None, name="sync")
+        ticker.every(3600, lambda: None, name="hourly", run_now=False)
+    clock.advance(0)
+    saved(runner, clock, *runner.jobs)
+    assert other.run_pending() == 0.05  # it cannot take the lease: try again then
+    mine, theirs = runner.status(), other.status()
+    assert mine["is_runner"] and not theirs["is_runner"]
+    assert mine["jobs"] == theirs["jobs"]
+    assert theirs["runner"]["pid"] == os.getpid() and theirs["scope"] == "deployment"
+    sync = theirs["jobs"][0]
+    assert (sync["name"], sync["runs"], sync["running"]) == ("sync", 1, False)
+    assert sync["last_run"] == datetime.fromtimestamp(EPOCH + 1000, timezone.utc).isoformat()
+    assert sync["next_run"] == datetime.fromtimestamp(EPOCH + 1060, timezone.utc).isoformat()
+    json.dumps(theirs)  # JSON-ready as it is
+    assert runner.stop(WAIT)
+    assert other.status()["runner"] is None
+
+
+def test_status_without_a_shared_state_says_it_is_this_processs(ticker, clock):
+    ticker.every(10, lambda: None, name="sync")
+    started(ticker, clock)
+    status = ticker.status()
+    assert status["scope"] == "process" and status["is_runner"]
+    assert [(j["name"], j["runs"]) for j in status["jobs"]] == [("sync", 1)]
+
+
+def test_a_process_with_fewer_jobs_keeps_the_others_history(tmp_path):
+    clock = FakeClock()
+    first = deployment(tmp_path, clock)
+    first.every(60, lambda: None, name="old")
+    clock.advance(0)
+    saved(first, clock, *first.jobs)
+    assert first.stop(WAIT)
+    for jobs in (["new"], ["old", "new"]):  # a rollout, then a rollback
+        ticker = deployment(tmp_path, clock)
+        for name in jobs:
+            ticker.every(60, lambda: None, name=name)
+        clock.advance(0)
+        saved(ticker, clock, *ticker.jobs)
+        assert ticker.stop(WAIT)
+    assert ticker.get("old").runs == 1  # its history came back with it
+
+
+def test_a_damaged_state_file_is_ignored_with_a_warning(tmp_path, caplog):
     (tmp_path / "instance").mkdir()
-    state = tmp_path / "instance" / "flask_ticker-locked.lock.state"
-    old = {"deployment": "old", "grids": [[60.0, float(i), [f"job{i}"]] for i in range(50)]}
-    state.write_text(json.dumps(old))
-    runs = []
-    ticker = Ticker(locked_app(tmp_path, TICKER_ENABLED=False))
-    ticker.every(3600, lambda: runs.append(1), name="job0")  # same name, not the old grid
-    ticker.start()
-    wait_until(lambda: runs == [1])
-    new = json.loads(state.read_text())  # no tail of the old text left
-    assert new["deployment"] != "old"
-    assert [(interval, names) for interval, _, names in new["grids"]] == [(3600.0, ["job0"])]
+    state = tmp_path / "instance" / "flask_ticker-deployed.lock.state"
+    state.write_text('{"fields": ["interval", "origin", "last_due", "last_run", '
+                     '"last_duration", "last_error", "runs", "failures", "skipped", '
+                     '"next_due", "running", "paused"]}\n["sync", 60, trunc')
+    clock = FakeClock()
+    ticker = deployment(tmp_path, clock)
+    rec = Recorder(clock)
+    ticker.every(60, rec, name="sync")
+    clock.advance(0)
+    settle(*ticker.jobs)
+    assert rec.calls == [1000.0] and "damaged" in caplog.text
     assert ticker.stop(WAIT)
+
+
+def test_an_app_factory_called_many_times_declares_its_jobs_again(tmp_path):
+    ticker = Ticker()
+    ran_in: list[Flask] = []
+
+    def create_app(i: int) -> Flask:
+        app = locked_app(tmp_path, f"factory{i}", TICKER_ENABLED=True)
+        ticker.init_app(app)
+
+        @ticker.every(3600)
+        def sync():
+            ran_in.append(current_app._get_current_object())
+        return app
+
+    apps = []
+    for i in range(5):
+        apps.append(create_app(i))
+        wait_until(lambda: len(ran_in) == i + 1)
+    assert ran_in == apps  # each app's run in its own context
+    assert len(ticker.jobs) == 1 and ticker.app is apps[-1]
+    assert ticker.stop(WAIT)
+
+
+def test_another_function_under_a_taken_name_is_rejected(ticker):
+    ticker.every(10, print, name="sync")
+    with pytest.raises(ValueError, match="'sync' is already registered.*another function"):
+        ticker.every(10, len, name="sync")
 
 
 class CountingLock:
@@ -1083,36 +1273,22 @@ def test_a_failing_teardown_fails_the_task_and_keeps_its_worker():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_fork_during_a_state_transaction_cannot_deadlock_the_child(tmp_path):
-    (tmp_path / "instance").mkdir()
+def test_a_forked_child_runs_no_job_and_the_parent_keeps_them(tmp_path):
+    runs = tmp_path / "runs.txt"
     ticker = Ticker(locked_app(tmp_path, "forking", TICKER_ENABLED=False))
-    files = ticker._runner
-    inside = threading.Event()
-
-    def transaction():  # what the scheduler does when it takes the lock
-        with files.io, files._state():
-            inside.set()
-            time.sleep(0.3)
-
-    thread = threading.Thread(target=transaction)
-    thread.start()
-    assert inside.wait(WAIT)
-    pid = os.fork()  # waits for the transaction, so the child inherits no lock
-    if pid == 0:
-        try:  # a child stuck on an inherited lock dies of SIGALRM
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            signal.alarm(5)
-            flask_ticker._LockFile(files.path).join()
+    ticker.every(0.05, lambda: runs.open("a").write(f"{os.getpid()}\n"), name="note")
+    ticker.start()
+    wait_until(lambda: runs.exists())
+    pid = os.fork()
+    if pid == 0:  # the child: any outcome but a clean exit fails the test
+        code = 1
+        try:
+            time.sleep(0.5)
+            code = 0 if not ticker.status()["is_runner"] else 3
         finally:
-            os._exit(0)
-    thread.join()
-    deadline = time.monotonic() + 10
-    done, status = os.waitpid(pid, os.WNOHANG)
-    while not done and time.monotonic() < deadline:
-        time.sleep(0.01)
-        done, status = os.waitpid(pid, os.WNOHANG)
-    if not done:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    assert done and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, \
-        "the forked child hung on a lock it inherited"
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert ticker.stop(WAIT)
+    pids = {int(line) for line in runs.read_text().split()}
+    assert pids == {os.getpid()}

@@ -13,6 +13,7 @@ from flask_ticker import Ticker
 VERSION = "v1"  # the reloader test edits this line
 INTERVAL = float(os.environ.get("JOB_INTERVAL", "0.5"))
 JOB_SECONDS = float(os.environ.get("JOB_SECONDS", "0"))
+RUN_NOW = os.environ.get("JOB_RUN_NOW", "1") == "1"
 
 app = Flask(__name__, instance_path=os.environ.get("INSTANCE_PATH"))
 app.config["TICKER_LOCK_RETRY"] = 0.2
@@ -25,7 +26,7 @@ def note(event: str) -> None:
         runs.write(f"{os.getpid()} {time.time():.4f} {event}\n")
 
 
-@ticker.every(INTERVAL)
+@ticker.every(INTERVAL, run_now=RUN_NOW)
 def tick() -> None:
     note(f"tick-{VERSION}")
     if JOB_SECONDS:
@@ -41,6 +42,11 @@ def hourly() -> None:
 @app.get("/")
 def index() -> str:
     return str(os.getpid())
+
+
+@app.get("/status")
+def status() -> dict:
+    return {"served_by": os.getpid(), **ticker.status()}
 
 
 @app.cli.command("migrate")

@@ -6,7 +6,9 @@ process ran each tick, and that no tick ran twice.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -209,3 +211,118 @@ def test_uwsgi_without_threads_gets_a_warning_that_says_how_to_fix_it(serve):
     server = serve([*UWSGI, "--lazy-apps"], stop_signal=signal.SIGKILL)
     wait_until(lambda: "--enable-threads to the uwsgi command" in server.output(), 20,
                "the warning")
+
+
+# -- the deployment state: one status, restarts that continue --
+
+def status_of(server) -> dict:
+    return json.loads(server.get("/status"))
+
+
+def job_status(status: dict, name: str) -> dict:
+    return next(job for job in status["jobs"] if job["name"] == name)
+
+
+GUNICORN = [BIN / "gunicorn", "-b", "127.0.0.1:{port}", "launch_app:app"]
+
+
+def test_every_gunicorn_worker_shows_the_example_apps_status_alike(serve, tmp_path):
+    server = serve([BIN / "gunicorn", "-w", "4", "-b", "127.0.0.1:{port}", "example_app:app"],
+                   cwd=ROOT, FLASK_DATABASE=str(tmp_path / "example.sqlite3"),
+                   FLASK_UPDATE_EVERY="3600", FLASK_TICKER_LOCK=str(tmp_path / "example.lock"))
+    server.wait_until_serving()
+
+    def figures() -> tuple[int, tuple[str, str], str]:
+        page = server.get()
+        served = int(re.search(r"served by process (\d+)", page).group(1))
+        runner = re.search(r"Process (\d+) on", page)
+        runs = re.search(r'<td class="runs">(\d+)</td>', page).group(1)
+        last = re.search(r'<td class="last-run">([^<]*)</td>', page).group(1)
+        return served, (runs, last), runner and runner.group(1)
+
+    def shown_by_another_worker():
+        served, shown, runner = figures()
+        return str(served) != runner and shown[0] == "1"
+    # The runner shows its run at once; the others within the save lag.
+    wait_until(shown_by_another_worker, 20, "the first run, saved")
+    seen, runners, by_others = set(), set(), 0
+    for _ in range(200):
+        served, shown, runner = figures()
+        seen.add(shown)
+        runners.add(runner)
+        by_others += str(served) != runner
+        if by_others >= 10:
+            break
+    assert by_others >= 10, "no worker but the runner answered"
+    assert len(seen) == 1 and len(runners) == 1, (seen, runners)
+
+
+def test_history_survives_a_takeover_and_a_restart(serve, tmp_path):
+    args = [BIN / "gunicorn", "-w", "2", *GUNICORN[1:]]
+    server = serve(args)
+    runner = server.wait_for_runs(4)[-1].pid
+    wait_until(lambda: job_status(status_of(server), "tick")["runs"] >= 4, 20, "runs saved")
+    os.kill(runner, signal.SIGKILL)
+    server.wait_for_runs(len(server.runs()) + 4)
+    taken = wait_until(lambda: (lambda s: s["runner"] and s["runner"]["pid"] != runner and s)(
+        status_of(server)), 20, "a new runner")
+    # The runs counted before the kill carry on: at most the runs of the last
+    # save window before it are missing from the count.
+    assert job_status(taken, "tick")["runs"] >= len(server.runs()) - 4
+    server.stop()
+
+    again = serve(args)
+    again.wait_until_serving()
+    counted = len(again.runs())
+    wait_until(lambda: job_status(status_of(again), "tick")["runs"] >= counted, 20,
+               "the history of the first deployment")
+    assert len(again.runs("hourly")) == 1  # a restart soon after it ran: not again
+    assert job_status(status_of(again), "hourly")["runs"] == 1
+
+
+def test_gunicorns_graceful_reload_loses_no_tick_and_runs_none_twice(serve):
+    # The default retry, and a run in progress at each reload: a handover
+    # that waited for the retry would leave a gap.
+    server = serve([BIN / "gunicorn", "-w", "4", *GUNICORN[1:]], JOB_INTERVAL="1",
+                   JOB_SECONDS="0.6", FLASK_TICKER_LOCK_RETRY="5")
+    server.wait_for_runs(2, prefix="tick-v")
+    for _ in range(3):
+        os.kill(server.pid, signal.SIGHUP)
+        server.wait_for_runs(len(server.runs("tick-v")) + 3, prefix="tick-v", timeout=30)
+    runs = server.runs("tick-v")
+    times = sorted(run.at for run in runs)
+    gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
+    assert max(gaps) <= 1.5, gaps
+    assert_once_per_tick(runs, 1.0)
+    assert len(ran_by(runs)) >= 2  # the reloads did hand the jobs over
+
+
+def test_a_run_now_false_job_runs_on_time_however_often_the_app_restarts(serve):
+    launched = time.time()
+    for _ in range(6):  # a deploy about every second, for longer than the interval
+        server = serve([BIN / "gunicorn", "-w", "1", *GUNICORN[1:]],
+                       JOB_INTERVAL="3", JOB_RUN_NOW="0")
+        server.wait_until_serving()
+        time.sleep(1)
+        server.stop()
+    first = server.runs()[0].at
+    assert launched + 3 - 0.1 <= first <= launched + 3 + 3, first - launched
+
+
+def test_a_restart_waits_for_a_recent_run_and_runs_an_overdue_job_at_once(serve):
+    args, env = [BIN / "gunicorn", "-w", "2", *GUNICORN[1:]], {"JOB_INTERVAL": "4"}
+    server = serve(args, **env)
+    first = server.wait_for_runs(1)[0].at
+    server.stop()
+    time.sleep(1)
+    again = serve(args, **env)
+    runs = again.wait_for_runs(2, timeout=30)
+    assert runs[1].at - first == pytest.approx(4, abs=0.5)  # on the grid, not at restart
+    again.stop()
+    time.sleep(4.5)  # the next tick passes while nothing runs
+    stopped_at = time.time()
+    third = serve(args, **env)
+    third.wait_until_serving()
+    late = third.wait_for_runs(3, timeout=30)[2].at
+    assert late - stopped_at < 3, "the overdue job did not run at once"
+    assert len(third.runs("hourly")) == 1
