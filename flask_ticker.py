@@ -44,6 +44,7 @@ thread pool and helpers.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import heapq
 import itertools
@@ -106,7 +107,7 @@ class Job:
     # Slots: an app may register thousands of jobs.
     __slots__ = ("_scheduler", "_func", "_args", "_kwargs", "_name", "_interval", "_run_now",
                  "_runs", "_failures", "_skipped", "_last_due", "_last_run", "_last_duration",
-                 "_last_error", "_lagging", "_failing", "__weakref__")
+                 "_last_error", "_lagging", "_failing")
 
     def __init__(self, scheduler: _Scheduler, func: Callable[..., Any], interval: float,
                  name: str, run_now: bool, args: tuple, kwargs: Mapping[str, Any]) -> None:
@@ -261,8 +262,10 @@ class _Scheduler:
         # call(func, args, kwargs) runs a job's function; the Ticker binds it
         # to its app.  None: no app yet.
         self.call: Callable[[Callable[..., Any], tuple, Mapping[str, Any]], Any] | None = None
+        self.submit: Callable[[str, Callable[[], None], Callable[[], Any]], None] | None = None
         self.retry = 5.0
         self.jobs: dict[str, Job] = {}
+        self._paused: set[Job] = set()
         self._reset()
 
     def _reset(self) -> None:
@@ -273,13 +276,10 @@ class _Scheduler:
         # while user code runs or while the lease does I/O.
         self._lock = threading.Lock()
         self.wakeup = threading.Event()
-        # Entries are [due, seq, job, origin, index], as in the heapq docs'
-        # recipe: a replaced entry gets job None and is dropped when popped.
-        self._heap: list[list] = []
-        # Each job's latest entry; a paused job's has due None (and origin
-        # None if it was never planned).
-        self._plans: dict[Job, list] = {}
-        self._seqs = itertools.count()
+        # _plans keeps each job's live entry; the heap may also hold entries
+        # that were replaced since, and drops them when they come up.
+        self._heap: list[_Entry] = []
+        self._plans: dict[Job, _Entry] = {}
         self._running: set[Job] = set()
         self._thread: threading.Thread | None = None
         self._waiting = False  # the thread is blocked in lease.take(block=True)
@@ -287,10 +287,7 @@ class _Scheduler:
         self._unclaimed: dict[str, list] = {}  # saved jobs not registered (yet)
         self._crashed = False  # the last holder left without saving
         self._dirty = False    # history changed since the last save
-        self._saved_at = -math.inf      # monotonic
-        self._renewed_at = -math.inf    # monotonic
-        self._renew_due = math.inf      # monotonic
-        self.submit: Callable[[str, Callable[[], None], Callable[[], Any]], None] | None = None
+        self._saved_at = self._renew_at = -math.inf  # monotonic
 
     # -- what Job and Ticker ask of it --
 
@@ -318,36 +315,31 @@ class _Scheduler:
         with self._lock:
             if self.jobs.get(job.name) is job:
                 del self.jobs[job.name]
-                self._kill(self._plans.pop(job, None))
+                self._paused.discard(job)
+                self._plans.pop(job, None)
 
     def pause(self, job: Job) -> None:
         with self._lock:
-            plan = self._plans.get(job)
-            if plan is None:
-                self._plans[job] = [None, None, None, None, 0]
-            elif plan[0] is not None:
-                self._kill(plan)
-                self._plans[job] = [None, None, None, plan[3], plan[4]]
+            self._paused.add(job)
         self._mark_dirty()
 
     def resume(self, job: Job) -> None:
         with self._lock:
+            if job not in self._paused:
+                return
+            self._paused.discard(job)
             plan = self._plans.get(job)
-            if plan is None or plan[0] is not None:
-                return  # not paused
-            del self._plans[job]
-            if self.holding and self.jobs.get(job.name) is job:
-                if plan[3] is None:
-                    self._plan(job, None)
-                else:
-                    ahead = math.ceil((self.clock() - plan[3]) / job.interval)
-                    self._push(job, plan[3], max(ahead, plan[4]))
+            if plan is not None:  # back on its grid, at the next tick
+                due, _, origin = plan
+                ahead = math.ceil((self.clock() - origin) / job.interval)
+                self._push(job, origin, max(ahead, round((due - origin) / job.interval)))
+            elif self.holding and self.jobs.get(job.name) is job:
+                self._plan(job, None)
         self.wakeup.set()
         self._mark_dirty()
 
     def is_paused(self, job: Job) -> bool:
-        plan = self._plans.get(job)
-        return plan is not None and plan[0] is None
+        return job in self._paused
 
     def is_running(self, job: Job) -> bool:
         return job in self._running
@@ -355,7 +347,7 @@ class _Scheduler:
     def next_due(self, job: Job) -> float | None:
         """The wall time at which ``job`` is due next, or None."""
         plan = self._plans.get(job)
-        if plan is None or plan[0] is None:
+        if plan is None or job in self._paused:
             return None
         return plan[0] - self.clock() + self.wall()
 
@@ -379,28 +371,33 @@ class _Scheduler:
     def run_pending(self, now: float) -> float | None:
         """Start the jobs due at ``now`` (monotonic); return the seconds until
         the next is due, or None if none is planned."""
-        start = []
+        start, lapses = [], []
         with self._lock:
             heap = self._heap
             while heap and heap[0][0] <= now:
-                due, _, job, origin, index = heapq.heappop(heap)
-                if job is None:
-                    continue
+                entry = heapq.heappop(heap)
+                due, job, origin = entry
+                if self._plans.get(job) is not entry:
+                    continue  # replaced, or the job is gone
+                if job in self._paused:
+                    continue  # resume() plans it again
                 behind = int((now - due) // job.interval)  # ticks missed already
                 if job in self._running:
-                    job._skip(behind + 1, "is still running at its next due time;"
-                                          " skipping runs until it finishes")
+                    lapses.append((job, behind + 1, "is still running at its next due"
+                                                    " time; skipping runs until it finishes"))
                 else:
                     if behind:
-                        job._skip(behind, f"was {behind} run(s) behind (was the process"
-                                          " suspended?); running it once now")
+                        lapses.append((job, behind, f"was {behind} run(s) behind (was the"
+                                                    " process suspended?); running it once now"))
                     self._running.add(job)
                     start.append((job, due))
-                index += behind + 1
+                index = round((due - origin) / job.interval) + behind + 1
                 while origin + index * job.interval <= now:  # float rounding
                     index += 1
                 self._push(job, origin, index)
             delay = heap[0][0] - now if heap else None
+        for job, ticks, why in lapses:
+            job._skip(ticks, why)
         if start:
             self._dirty = True
             offset = self.wall() - now
@@ -423,16 +420,10 @@ class _Scheduler:
     def _push(self, job: Job, origin: float, index: int) -> None:
         # At index 0 the origin itself, not an equal float: one object less
         # per job, for apps that have thousands.
-        due = origin + index * job.interval if index else origin
-        entry = [due, next(self._seqs), job, origin, index]
-        self._kill(self._plans.get(job))
+        entry = _Entry((origin + index * job.interval if index else origin, job, origin))
         self._plans[job] = entry
-        heapq.heappush(self._heap, entry)
-
-    @staticmethod
-    def _kill(plan: list | None) -> None:
-        if plan is not None:
-            plan[2] = None
+        if job not in self._paused:
+            heapq.heappush(self._heap, entry)
 
     def _plan(self, job: Job, saved: list | None) -> None:
         """Put a job on its grid, from what the deployment state says of it."""
@@ -445,21 +436,8 @@ class _Scheduler:
         now, wall = self.clock(), self.wall()
         origin, index = _first_due(job.interval, job._run_now, wall, origin, job._last_due,
                                    self._crashed)
-        origin += now - wall
-        if self.is_paused(job):
-            self._plans[job] = [None, None, None, origin, index]
-        else:
-            self._push(job, origin, index)
+        self._push(job, origin - wall + now, index)
         self._dirty = True
-
-    def _unplan_all(self) -> None:
-        # Paused jobs stay paused, to be planned again by the next holder.
-        self._heap.clear()
-        for job, plan in list(self._plans.items()):
-            if plan[0] is None:
-                self._plans[job] = [None, None, None, None, 0]
-            else:
-                del self._plans[job]
 
     # -- the thread --
 
@@ -488,22 +466,18 @@ class _Scheduler:
         block = self.lease.blocks and thread is not None and not first
         if not self.holding and not self._take(thread, block):
             return self.retry
-        now = self.clock()
-        if now >= self._renew_due and not self._renew(now):
+        if self.clock() >= self._renew_at and not self._renew():
             return self.retry
         if thread is not None and not self.owns(thread):
             return None  # stop() came first; the loop sees it next
-        delay = self.run_pending(now)
+        delay = self.run_pending(self.clock())
         if first:
             return delay  # the thread saves, as soon as it starts
-        if self._dirty:
-            wait = self._saved_at + _SAVE_EVERY - self.clock()
-            if wait <= 0:
-                self.save()
-            else:
-                delay = wait if delay is None else min(delay, wait)
-        wait = self._renew_due - self.clock()
-        return wait if delay is None else min(delay, wait)
+        if self._dirty and self.clock() >= self._saved_at + _SAVE_EVERY:
+            self.save()
+        save = self._saved_at + _SAVE_EVERY - self.clock() if self._dirty else None
+        waits = (delay, save, self._renew_at - self.clock())
+        return min((w for w in waits if w is not None and w < math.inf), default=None)
 
     def _take(self, thread: threading.Thread | None, block: bool) -> bool:
         """Try to become the runner; on success, plan every job."""
@@ -518,45 +492,41 @@ class _Scheduler:
             return False
         finally:
             self._waiting = False
-        if not taken:
-            return False
         with self._lock:
-            if thread is not None and not self.owns(thread):  # stopped while it waited
-                taken = False
-            else:
+            if taken and (thread is None or self.owns(thread)):  # not stopped meanwhile
                 saved = state["jobs"] if state else {}
                 self._crashed = bool(state and state["runner"])
                 for job in self.jobs.values():
                     self._plan(job, saved.pop(job.name, None))
                 self._unclaimed = saved
                 self.holding = True
-                self._renewed_at = self.clock()
-                self._renew_due = self._renewed_at + self.lease.renew_every
-        if not taken:
+                self._renew_at = self.clock() + self.lease.renew_every
+                logger.info("process %d runs the jobs", os.getpid())
+                return True
+        if taken:
             self._release()
-            return False
-        logger.info("process %d runs the jobs", os.getpid())
-        return True
+        return False
 
-    def _renew(self, now: float) -> bool:
+    def _renew(self) -> bool:
         try:
-            renewed = self.lease.renew()
+            kept = self.lease.renew()
         except Exception:
             logger.exception("cannot renew the lease (TICKER_LOCK)")
-            renewed = False
-        if renewed:
-            self._renewed_at, self._renew_due = now, now + self.lease.renew_every
-            return True
-        if now - self._renewed_at < self.lease.ttl:
-            self._renew_due = now + min(self.retry, self.lease.renew_every)
-            return True
-        logger.warning("process %d lost the lease: it starts no runs until it"
-                       " takes it again", os.getpid())
+            kept = False
+        if kept:
+            self._renew_at = self.clock() + self.lease.renew_every
+        else:
+            logger.warning("process %d lost the lease: it starts no runs until it takes"
+                           " it again", os.getpid())
+            self._unplan_all()
+        return kept
+
+    def _unplan_all(self) -> None:
         with self._lock:
             self.holding = False
-            self._renew_due = math.inf
-            self._unplan_all()
-        return False
+            self._heap.clear()
+            self._plans.clear()
+            self._renew_at = -math.inf
 
     def _release(self) -> None:
         try:
@@ -577,13 +547,9 @@ class _Scheduler:
 
     def leave(self) -> None:
         """Once the runs have finished: save, then release the lease."""
-        with self._lock:
-            holding, self.holding = self.holding, False
-        if holding:
+        if self.holding:
             self.save(runner=False)
-            with self._lock:
-                self._unplan_all()
-                self._renew_due = math.inf
+            self._unplan_all()
             self._release()
 
     def forget_parent(self) -> None:
@@ -601,31 +567,42 @@ class _Scheduler:
             self.wakeup.set()
 
     def save(self, runner: bool = True) -> None:
-        """Write every job's grid and history to the deployment state."""
-        self._dirty = False
+        """Write what changed of the jobs' grids and history to the
+        deployment state, and whether this process still runs them."""
+        changed, self._dirty = self._dirty, False
         if not self.lease.shared:
             return
         self._saved_at = self.clock()
-        with self._lock:
-            plans = [(job, self._plans.get(job)) for job in self.jobs.values()]
+        with self._lock:  # a list of the jobs, not of their rows: 10,000 jobs are fine
+            jobs = list(self.jobs.values())
             unclaimed = list(self._unclaimed.items())
         offset = self.wall() - self.clock()
 
         def rows() -> Iterator[tuple[str, list]]:
-            for job, plan in plans:
-                origin = due = None
-                if plan is not None and plan[3] is not None:
-                    origin = plan[3] + offset
-                    due = None if plan[0] is None else plan[0] + offset
+            for job in jobs:
+                plan = self._plans.get(job)
+                origin = None if plan is None else plan[2] + offset
+                paused = job in self._paused
+                due = None if plan is None or paused else plan[0] + offset
                 yield job.name, [job.interval, origin, *job._history(), due,
-                                 job in self._running, plan is not None and plan[0] is None]
+                                 job in self._running, paused]
             yield from unclaimed  # another version's jobs, kept for when it runs again
         try:
-            self.lease.save(_runner() if runner else None, self.wall(), rows())
+            self.lease.save(_runner() if runner else None, rows() if changed else None)
         except Exception:
             self._dirty = True
             logger.exception("cannot save the jobs' state beside TICKER_LOCK;"
                              " trying again in %ss", _SAVE_EVERY)
+
+
+class _Entry(tuple):
+    """(due, job, origin) on the heap, ordered by due time alone: jobs need
+    no order, and a tie-breaking counter would cost every entry an int."""
+
+    __slots__ = ()
+
+    def __lt__(self, other: tuple) -> bool:  # type: ignore[override]
+        return self[0] < other[0]
 
 
 def _first_due(interval: float, run_now: bool, now: float, origin: float | None,
@@ -675,17 +652,18 @@ def _loop(ref: weakref.ref[_Scheduler], wakeup: threading.Event) -> None:
 class _Lease:
     """Who of several processes runs the jobs, and what they all remember.
 
-    A process takes the lease to become the runner, renews it if it expires
-    (every ``renew_every`` seconds, within ``ttl``) and releases it when it
-    stops.  The runner saves the deployment state; any process loads it.
-    The state is ``{"runner": {...} or None, "saved": wall time, "jobs":
-    {name: [interval, origin, *history, next_due, running, paused]}}``.
+    A process takes the lease to become the runner, renews it every
+    ``renew_every`` seconds if it expires (`renew` says whether it is still
+    held), and releases it when it stops.  The runner saves the deployment
+    state; any process loads it.
+    The state is ``{"runner": {...} or None, "jobs": {name: [interval,
+    origin, *history, next_due, running, paused]}}``, times on the wall clock.
     ``shared`` is False where there is no state beyond this process.
     """
 
     shared = True
     blocks = False  # take(block=True) waits until the lease is free
-    renew_every = ttl = math.inf
+    renew_every = math.inf
 
     def check(self) -> None:
         """Fail now, at start-up, on a setting that cannot work."""
@@ -705,9 +683,9 @@ class _Lease:
     def load(self) -> dict | None:
         return None
 
-    def save(self, runner: dict | None, saved: float,
-             jobs: Iterable[tuple[str, list]]) -> None:
-        pass
+    def save(self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None) -> None:
+        """Record the runner (None: it stopped cleanly) and, unless None,
+        every job's row."""
 
     def holder(self) -> bool:
         """Whether some process holds the lease now."""
@@ -744,10 +722,11 @@ class _LockFile(_Lease):
 
     The kernel drops a flock() lock when its process dies, so a crash never
     leaves a stale lock, and a process blocked on it takes over at once.
-    The state file ``name.lock.state`` is replaced whole, by rename, so a
-    reader never sees half of it.  It holds one JSON line of its own, then
-    one per job.  A forked child shares its parent's open files, so it
-    closes its copies (`forget`) rather than unlocking.
+    Beside it, ``name.lock.state`` holds a JSON line naming its fields, then
+    one per job; ``name.lock.runner`` names the process that runs the jobs,
+    and a clean stop removes it.  A
+    forked child shares its parent's open files, so it closes its copies
+    (`forget`) rather than unlocking.
     """
 
     blocks = True
@@ -805,28 +784,40 @@ class _LockFile(_Lease):
     def load(self) -> dict | None:
         try:
             with open(self.path + ".state", "rb") as file:
-                head = json.loads(file.readline() or b"{}")
-                if head.get("fields") != self._FIELDS:
+                if json.loads(file.readline() or b"{}").get("fields") != self._FIELDS:
                     return None  # another version's, or not ours
                 jobs = {}
                 for line in file:
                     name, *row = json.loads(line)
                     jobs[name] = row
+            runner = None
+            with contextlib.suppress(FileNotFoundError), \
+                    open(self.path + ".runner", "rb") as file:
+                runner = json.load(file)
         except FileNotFoundError:
             return None
         except ValueError:
             logger.warning("ignoring %s.state, which is damaged", self.path)
             return None
-        return {"runner": head.get("runner"), "saved": head.get("saved"), "jobs": jobs}
+        return {"runner": runner, "jobs": jobs}
 
-    def save(self, runner: dict | None, saved: float,
-             jobs: Iterable[tuple[str, list]]) -> None:
-        temp = f"{self.path}.state.{os.getpid()}"
+    def save(self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None) -> None:
+        if jobs is not None:
+            self._replace(".state", itertools.chain(
+                [json.dumps({"fields": self._FIELDS}) + "\n"],
+                (json.dumps([name, *row]) + "\n" for name, row in jobs)))
+        if runner is not None:
+            self._replace(".runner", [json.dumps(runner)])
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path + ".runner")
+
+    def _replace(self, suffix: str, lines: Iterable[str]) -> None:
+        # By rename, so that a reader never sees half a file.
+        temp = f"{self.path}{suffix}.{os.getpid()}"
         with open(self._open(temp, os.O_TRUNC), "w", encoding="utf-8") as file:
-            file.write(json.dumps({"fields": self._FIELDS, "runner": runner,
-                                   "saved": saved}) + "\n")
-            file.writelines(json.dumps([name, *row]) + "\n" for name, row in jobs)
-        os.replace(temp, self.path + ".state")
+            file.writelines(lines)
+        os.replace(temp, self.path + suffix)
 
 
 def _runner() -> dict:

@@ -950,12 +950,15 @@ def locked_app(tmp_path: Path, name: str = "locked", **config) -> Flask:
 
 def test_the_default_lock_file_and_its_state_are_private_and_the_folder_is_created(tmp_path):
     ticker = Ticker(locked_app(tmp_path, "my app"))
+    job = ticker.every(3600, lambda: None, name="hourly")
     instance = tmp_path / "instance"
-    wait_until(lambda: ticker.status()["is_runner"])
-    assert ticker.stop(WAIT)
+    wait_until(lambda: job.runs == 1)
+    wait_until(lambda: (instance / "flask_ticker-my_app.lock.state").exists())
     assert instance.stat().st_mode & 0o777 == 0o700
-    for name in ("flask_ticker-my_app.lock", "flask_ticker-my_app.lock.state"):
-        assert (instance / name).stat().st_mode & 0o777 == 0o600, name
+    for suffix in ("", ".state", ".runner"):
+        path = instance / f"flask_ticker-my_app.lock{suffix}"
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert ticker.stop(WAIT)
 
 
 def test_a_symlinked_lock_file_fails_at_start_up(tmp_path):
