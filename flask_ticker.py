@@ -196,7 +196,7 @@ class Job:
             self._lagging = False  # it keeps up again: warn at the next lapse
         if exc is None:
             if self._failing is not None:
-                logger.info("job %r succeeded again after %d failed run(s) in a row",
+                self._scheduler.log.info("job %r succeeded again after %d failed run(s) in a row",
                             self._name, self._failing[1])
                 self._failing = None
             return
@@ -206,12 +206,12 @@ class Job:
         how = (self._last_error, _frames(exc.__traceback__))
         if self._failing is not None and self._failing[0] == how:
             self._failing = (how, self._failing[1] + 1)
-            logger.error("job %r failed again, %d times in a row, with the error and"
+            self._scheduler.log.error("job %r failed again, %d times in a row, with the error and"
                          " traceback logged before: %s", self._name, self._failing[1],
                          self._last_error)
         else:
             self._failing = (how, 1)
-            logger.error("job %r failed; it keeps its schedule", self._name, exc_info=exc)
+            self._scheduler.log.error("job %r failed; it keeps its schedule", self._name, exc_info=exc)
 
     def _skip(self, ticks: int, why: str) -> None:
         self._skipped += ticks
@@ -219,7 +219,7 @@ class Job:
         # log.  The streak ends when a run takes less than the interval.
         if not self._lagging:
             self._lagging = True
-            logger.warning("job %r %s", self._name, why)
+            self._scheduler.log.warning("job %r %s", self._name, why)
 
     def _history(self) -> list:
         return [self._last_due, self._last_run, self._last_duration, self._last_error,
@@ -264,6 +264,7 @@ class _Scheduler:
         self.call: Callable[[Callable[..., Any], tuple, Mapping[str, Any]], Any] | None = None
         self.submit: Callable[[str, Callable[[], None], Callable[[], Any]], None] | None = None
         self.retry = 5.0
+        self.log = logger  # the app's, once bound: see Ticker.init_app
         self.jobs: dict[str, Job] = {}
         self._paused: set[Job] = set()
         self._reset()
@@ -283,6 +284,7 @@ class _Scheduler:
         self._running: set[Job] = set()
         self._thread: threading.Thread | None = None
         self._waiting = False  # the thread is blocked in lease.take(block=True)
+        self._said_why = False  # why it does not run the jobs, or why it cannot
         self.holding = False
         self._unclaimed: dict[str, list] = {}  # saved jobs not registered (yet)
         self._crashed = False  # the last holder left without saving
@@ -486,12 +488,19 @@ class _Scheduler:
             taken = self.lease.take(block)
             state = self.lease.load() if taken else None
         except Exception:
-            logger.exception("cannot take the lease (TICKER_LOCK); trying again in %ss",
-                             self.retry)
+            if not self._said_why:  # once, not at every retry
+                self._said_why = True
+                self.log.exception("cannot take the lock (TICKER_LOCK); trying again"
+                                   " every %ss", self.retry)
             self._release()
             return False
         finally:
             self._waiting = False
+        if not taken and not self._said_why:
+            self._said_why = True
+            self.log.info("process %d does not run the jobs: another process holds the"
+                          " lock (TICKER_LOCK), and this one takes over if it stops",
+                          os.getpid())
         with self._lock:
             if taken and (thread is None or self.owns(thread)):  # not stopped meanwhile
                 saved = state["jobs"] if state else {}
@@ -500,8 +509,9 @@ class _Scheduler:
                     self._plan(job, saved.pop(job.name, None))
                 self._unclaimed = saved
                 self.holding = True
+                self._said_why = False
                 self._renew_at = self.clock() + self.lease.renew_every
-                logger.info("process %d runs the jobs", os.getpid())
+                self.log.info("process %d runs the jobs", os.getpid())
                 return True
         if taken:
             self._release()
@@ -511,12 +521,12 @@ class _Scheduler:
         try:
             kept = self.lease.renew()
         except Exception:
-            logger.exception("cannot renew the lease (TICKER_LOCK)")
+            self.log.exception("cannot renew the lease (TICKER_LOCK)")
             kept = False
         if kept:
             self._renew_at = self.clock() + self.lease.renew_every
         else:
-            logger.warning("process %d lost the lease: it starts no runs until it takes"
+            self.log.warning("process %d lost the lease: it starts no runs until it takes"
                            " it again", os.getpid())
             self._unplan_all()
         return kept
@@ -532,7 +542,7 @@ class _Scheduler:
         try:
             self.lease.release()
         except Exception:
-            logger.exception("cannot release the lease (TICKER_LOCK)")
+            self.log.exception("cannot release the lease (TICKER_LOCK)")
 
     def stop(self) -> None:
         """Stop starting runs and end the thread; a run in progress goes on."""
@@ -591,7 +601,7 @@ class _Scheduler:
             self.lease.save(_runner() if runner else None, rows() if changed else None)
         except Exception:
             self._dirty = True
-            logger.exception("cannot save the jobs' state beside TICKER_LOCK;"
+            self.log.exception("cannot save the jobs' state beside TICKER_LOCK;"
                              " trying again in %ss", _SAVE_EVERY)
 
 
@@ -640,7 +650,7 @@ def _loop(ref: weakref.ref[_Scheduler], wakeup: threading.Event) -> None:
         try:
             delay = scheduler.tick(me)
         except Exception:  # a bug of ours: say so, and keep the jobs going
-            logger.critical("the ticker's scheduler failed; it goes on in %ss",
+            self.log.critical("the ticker's scheduler failed; it goes on in %ss",
                             scheduler.retry, exc_info=True)
             delay = scheduler.retry
         del scheduler
@@ -664,6 +674,7 @@ class _Lease:
     shared = True
     blocks = False  # take(block=True) waits until the lease is free
     renew_every = math.inf
+    log = logger
 
     def check(self) -> None:
         """Fail now, at start-up, on a setting that cannot work."""
@@ -797,7 +808,7 @@ class _LockFile(_Lease):
         except FileNotFoundError:
             return None
         except ValueError:
-            logger.warning("ignoring %s.state, which is damaged", self.path)
+            self.log.warning("ignoring %s.state, which is damaged", self.path)
             return None
         return {"runner": runner, "jobs": jobs}
 
@@ -842,6 +853,7 @@ class Ticker:
         self._app: Flask | None = None  # the one it serves, and runs jobs for
         self._shutdown_timeout: float | None = 10.0
         self._served = False   # this process has handled a request
+        self._start_on_request = False  # nothing said where it serves: see _autostart
         self._forking = False  # it handed its jobs to the children it forks
         self._max_workers = 4
         self._reset()
@@ -852,6 +864,7 @@ class Ticker:
         self._pid = os.getpid()
         self._job_pool = _Pool("flask-ticker-job", self._max_workers)
         self._task_pool = _Pool("flask-ticker-task", self._max_workers)
+        self._job_pool.log = self._task_pool.log = self.log
         self._scheduler.submit = self._job_pool.submit
         # A ticker dropped without stop() (a test that made many apps) must
         # not leave its threads behind.  Not at exit: atexit stops it then.
@@ -863,13 +876,24 @@ class Ticker:
         """The app this ticker serves: the last one passed to `init_app`."""
         return self._app
 
+    @property
+    def log(self) -> logging.Logger:
+        """Where it logs: ``<app.logger>.flask_ticker``, so that Flask's
+        handler gives every line a time and a level under any server."""
+        return self._scheduler.log
+
     def init_app(self, app: Flask) -> None:
         """Bind the ticker to ``app`` and, unless disabled, start it.
 
         Reads these keys from ``app.config`` (set them before this call):
 
-        - ``TICKER_ENABLED`` (True): start automatically in the process that
-          serves the app.  False registers jobs without running them.
+        - ``TICKER_ENABLED`` (None): None starts the ticker where the app
+          is served: at once under the development server (never in the
+          reloader's watcher), gunicorn, uWSGI and waitress, at the first
+          request under another server, and never in a CLI command, a
+          script that does not serve the app, or with ``TESTING`` set.
+          True starts it at once in any process but a reloader's watcher;
+          False never starts it by itself.  `start` always does.
         - ``TICKER_MAX_WORKERS`` (4): threads that run jobs at once, and
           threads that run background tasks at once.
         - ``TICKER_SHUTDOWN_TIMEOUT`` (10): seconds `stop` waits at exit for
@@ -891,19 +915,22 @@ class Ticker:
                 "A 'Ticker' instance has already been registered on this Flask app."
                 " Import and use that instance instead.")
         config = app.config
-        config.setdefault("TICKER_ENABLED", True)
+        enabled = config.setdefault("TICKER_ENABLED", None)
         workers = config.setdefault("TICKER_MAX_WORKERS", 4)
         timeout = config.setdefault("TICKER_SHUTDOWN_TIMEOUT", 10.0)
         lock = config.setdefault("TICKER_LOCK", os.path.join(
             app.instance_path, f"flask_ticker-{_safe_name(app.name)}.lock"))
         retry = config.setdefault("TICKER_LOCK_RETRY", 5.0)
+        if enabled not in (None, True, False):
+            raise ValueError(f"TICKER_ENABLED must be True, False or None (unset),"
+                             f" got {enabled!r}")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"TICKER_MAX_WORKERS must be an int >= 1, got {workers!r}")
-        if not (timeout is None or _is_number(timeout) and timeout >= 0):
-            raise ValueError(f"TICKER_SHUTDOWN_TIMEOUT must be seconds >= 0 or None,"
-                             f" got {timeout!r}")
-        if not (_is_number(retry) and retry > 0):
-            raise ValueError(f"TICKER_LOCK_RETRY must be seconds > 0, got {retry!r}")
+        if not (timeout is None or _is_number(timeout) and 0 <= timeout < math.inf):
+            raise ValueError(f"TICKER_SHUTDOWN_TIMEOUT must be finite seconds >= 0, or None"
+                             f" for no limit, got {timeout!r}")
+        if not (_is_number(retry) and 0 < retry < math.inf):
+            raise ValueError(f"TICKER_LOCK_RETRY must be finite seconds > 0, got {retry!r}")
         lease = _lease(lock)
         if self.app is not None:
             self.stop(self._shutdown_timeout)
@@ -914,13 +941,14 @@ class Ticker:
         scheduler = self._scheduler
         scheduler.lease, scheduler.retry = lease, retry
         scheduler.call = functools.partial(_call_in_context, app)
+        scheduler.log = lease.log = self._job_pool.log = self._task_pool.log = \
+            app.logger.getChild("flask_ticker")
         self._served = False
         app.extensions["ticker"] = self
         app.before_request(self._note_request)
         self._app = app
         _tickers.add(self)
-        if config["TICKER_ENABLED"]:
-            self._start_when_serving(app)
+        self._autostart(app, enabled)
 
     # -- registering jobs --
 
@@ -1032,7 +1060,7 @@ class Ticker:
         self._job_pool.reopen()
         self._task_pool.reopen()
         if _uwsgi_without_threads():
-            logger.warning("uWSGI runs without --enable-threads, so the ticker"
+            self.log.warning("uWSGI runs without --enable-threads, so the ticker"
                            " cannot run: add --enable-threads to the uwsgi command")
             return
         self._scheduler.lease.check()
@@ -1057,7 +1085,7 @@ class Ticker:
         unfinished = [f"job {n!r}" for n in self._job_pool.shutdown(deadline)]
         unfinished += [f"task {n!r}" for n in self._task_pool.shutdown(deadline)]
         if unfinished:
-            logger.error("ticker stopped after %ss with work unfinished: %s",
+            self.log.error("ticker stopped after %ss with work unfinished: %s",
                          timeout, ", ".join(unfinished))
         return not unfinished
 
@@ -1066,9 +1094,6 @@ class Ticker:
         """Queue a task of `run_in_background` on the task pool."""
         self._check_pid()
         self._task_pool.submit(label, run, cancel)
-
-    def _note_request(self) -> None:
-        self._served = True
 
     def _forked(self, child: bool) -> None:
         # A preforking master (gunicorn --preload) loads the app, then forks
@@ -1100,38 +1125,64 @@ class Ticker:
         self._scheduler.forget_parent()
         self._reset()
 
-    def _start_when_serving(self, app: Flask) -> None:
-        # Start only in the process that serves requests: never in the
-        # reloader's watcher, nor in a one-off CLI command like a migration.
-        if os.environ.get("WERKZEUG_RUN_MAIN") == "true":
-            self.start()  # the reloader's serving child
-        elif os.environ.get("FLASK_RUN_FROM_CLI") == "true":
-            ctx = click.get_current_context(silent=True)
-            if ctx is not None and ctx.command is run_command:
-                reload = ctx.params.get("reload")
-                if not (get_debug_flag() if reload is None else reload):
-                    self.start()
-        elif app.import_name != "__main__":
-            self.start()
-        # app.run(debug=True) turns the reloader on after this point, so the
-        # run() of a script's own app decides for itself.
+    def _autostart(self, app: Flask, enabled: bool | None) -> None:
+        # Jobs run only where the app is served: never in the reloader's
+        # watcher, a migration, a script that builds the app for a query,
+        # or a test suite that did not ask.
+        where = _where_served()
+        if enabled is False or where == "watcher":
+            why = "TICKER_ENABLED is False" if enabled is False else "the reloader's watcher"
+        elif enabled is None and app.config.get("TESTING"):
+            why = "TESTING is set (set TICKER_ENABLED = True to run jobs in tests)"
+        elif enabled or where == "serving":
+            self._start_safely()
+            why = None
+        elif where == "cli":
+            why = "a CLI command serves no requests (call ticker.start() in it to run jobs)"
+        else:
+            self._start_on_request = True
+            why = "it starts at the first request, if this process serves one"
+        if why is not None:
+            self.log.info("process %d does not start the jobs: %s", os.getpid(), why)
+        # app.run() is the one server that comes after init_app, and it may
+        # turn the reloader on (debug=True), so it decides for itself.
         run = app.run
 
         @functools.wraps(run)
         def run_and_start(*args: Any, **kwargs: Any) -> Any:
-            if self.app is app and os.environ.get("FLASK_RUN_FROM_CLI") != "true" \
-                    and os.environ.get("WERKZEUG_RUN_MAIN") != "true":
+            if self.app is app and enabled is not False and _where_served() == "unknown":
                 if not _uses_reloader(app, args, kwargs):
-                    self.start()
-                elif self.running:
+                    self._start_safely()
+                elif self.running:  # TICKER_ENABLED = True in a script that reloads
                     self.stop(0)
-                    logger.warning(
+                    self.log.warning(
                         "jobs ran in the reloader's watcher process before app.run()"
-                        " turned the reloader on; create the app in the script that"
-                        " calls app.run(), or use 'flask run --debug'")
+                        " turned the reloader on; leave TICKER_ENABLED unset there")
             return run(*args, **kwargs)
 
         app.run = run_and_start  # type: ignore[method-assign]
+
+    def _note_request(self) -> None:
+        self._served = True
+        if self._start_on_request:
+            self._start_on_request = False
+            self._start_safely()
+
+    def _start_safely(self) -> None:
+        # A scheduler must never take the site down with it: if it cannot
+        # start, the app serves on without jobs and says why, once.
+        self._start_on_request = False
+        try:
+            self.start()
+        except OSError as exc:
+            self.log.error(
+                "no job runs in process %d: the lock file %s cannot be used (%s: %s)."
+                " Make its folder writable by this process, or set TICKER_LOCK to a path"
+                " that is", os.getpid(), exc.filename or self.app.config["TICKER_LOCK"],
+                type(exc).__name__, exc.strerror or exc)
+        except Exception:
+            self.log.exception("no job runs in process %d: the ticker failed to start",
+                               os.getpid())
 
 
 def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
@@ -1165,7 +1216,7 @@ def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) ->
             with app.app_context():
                 result = func(*args, **kwargs)
         except BaseException as exc:  # the task's, or a teardown's
-            logger.exception("background task %r failed", name)
+            ticker.log.exception("background task %r failed", name)
             future.set_exception(exc)
         else:
             future.set_result(result)
@@ -1201,6 +1252,23 @@ if hasattr(os, "register_at_fork"):
                         after_in_child=lambda: _after_fork(True))
 
 
+def _where_served() -> str:
+    """"serving" in a process that serves requests with a server we know,
+    "watcher" in a reloader's watcher, "cli" in another flask command, and
+    "unknown" anywhere else: a script, a test suite, another server."""
+    if os.environ.get("WERKZEUG_RUN_MAIN") == "true":
+        return "serving"  # the reloader's child
+    if os.environ.get("FLASK_RUN_FROM_CLI") == "true":
+        ctx = click.get_current_context(silent=True)
+        if ctx is None or ctx.command is not run_command:
+            return "cli"
+        reload = ctx.params.get("reload")
+        return "watcher" if (get_debug_flag() if reload is None else reload) else "serving"
+    if any(name in sys.modules for name in ("gunicorn.arbiter", "uwsgi", "waitress")):
+        return "serving"
+    return "unknown"
+
+
 def _uses_reloader(app: Flask, args: tuple, kwargs: dict) -> bool:
     # Mirrors how Flask.run picks its debug and use_reloader settings.
     debug = kwargs.get("debug", args[2] if len(args) > 2 else None)
@@ -1213,6 +1281,8 @@ def _lease(lock: Any) -> _Lease:
     if lock is False or lock is None:
         return _NoLock()
     if isinstance(lock, (str, os.PathLike)):
+        if not os.fspath(lock):
+            raise ValueError("TICKER_LOCK must be a path, False, or a lock object, got ''")
         if fcntl is None:
             logger.warning("no flock() on this platform: TICKER_LOCK %r is ignored,"
                            " and every process that serves the app runs the jobs", lock)
@@ -1248,6 +1318,7 @@ class _Pool:
     def __init__(self, name: str, max_workers: int) -> None:
         self.name = name
         self.max_workers = max_workers
+        self.log = logger
         self.closed = False
         # Items are (label, run, cancel): run() never raises; cancel() is
         # for work dropped unstarted at shutdown.  None tells a worker to exit.
@@ -1283,7 +1354,7 @@ class _Pool:
             try:
                 item[1]()
             except BaseException:  # run() never raises; if it does, say so
-                logger.critical("the ticker's %s worker failed", self.name, exc_info=True)
+                self.log.critical("the ticker's %s worker failed", self.name, exc_info=True)
             # An idle worker must not keep the last job, and its app, alive.
             del self._active[me], item
             self._idle.release()

@@ -75,7 +75,7 @@ def make_app(name: str = "ticker_test_app", **config) -> Flask:
     """An app that takes no lock: these tests run one process, and several
     apps of one name would otherwise share a lock file."""
     app = Flask(name)
-    app.config.update(TICKER_LOCK=False, **config)
+    app.config.update({"TICKER_LOCK": False, **config})
     return app
 
 
@@ -358,7 +358,7 @@ def test_a_failing_job_is_logged_counted_and_keeps_its_schedule(ticker, clock, c
     assert calls == [1000.0, 1010.0]
     assert job.failures == 2 and job.runs == 2
     assert job.last_error == "ValueError: feed is down"
-    errors = [r for r in caplog.records if r.name == "flask_ticker" and r.levelno == logging.ERROR]
+    errors = [r for r in caplog.records if r.name.endswith(".flask_ticker") and r.levelno == logging.ERROR]
     assert len(errors) == 2
     assert "sync-feed" in errors[0].getMessage() and errors[0].exc_info[0] is ValueError
     # the same failure again: one line, not another copy of the traceback
@@ -371,11 +371,11 @@ def test_a_failing_job_is_logged_counted_and_keeps_its_schedule(ticker, clock, c
 def failures_logged(caplog) -> list[tuple[str, bool]]:
     """(message, with a traceback) of each ERROR record of flask_ticker."""
     return [(r.getMessage(), r.exc_info is not None) for r in caplog.records
-            if r.name == "flask_ticker" and r.levelno == logging.ERROR]
+            if r.name.endswith(".flask_ticker") and r.levelno == logging.ERROR]
 
 
 def test_a_new_error_or_a_new_streak_logs_its_traceback_again(ticker, clock, caplog):
-    caplog.set_level(logging.INFO, logger="flask_ticker")
+    caplog.set_level(logging.INFO)
     outcomes = iter([KeyError("a"), KeyError("a"), KeyError("b"), None, KeyError("b")])
 
     def job_func():
@@ -438,7 +438,7 @@ def test_job_failures_are_visible_with_flasks_default_logging(tmp_path):
         from flask_ticker import Ticker
 
         app = Flask("failing_app")
-        app.config["TICKER_LOCK"] = False
+        app.config.update(TICKER_LOCK=False, TICKER_ENABLED=True)  # a script: say so
         ticker = Ticker(app)
         done = threading.Event()
 
@@ -452,6 +452,7 @@ def test_job_failures_are_visible_with_flasks_default_logging(tmp_path):
     """)
     assert result.returncode == 0, result.stderr
     assert "sync_feed" in result.stderr
+    assert "ERROR in flask_ticker" in result.stderr  # Flask's handler: time and level
     assert "Traceback (most recent call last)" in result.stderr
     assert "ValueError: feed is down" in result.stderr
 
@@ -564,7 +565,7 @@ def test_a_hung_job_does_not_block_interpreter_exit(tmp_path):
         from flask_ticker import Ticker
 
         app = Flask("exit_app")
-        app.config["TICKER_LOCK"] = False
+        app.config.update(TICKER_LOCK=False, TICKER_ENABLED=True)
         app.config["TICKER_SHUTDOWN_TIMEOUT"] = 0.5
         ticker = Ticker(app)
         entered = threading.Event()
@@ -806,29 +807,60 @@ def test_config_defaults_are_set_on_the_app():
     app = Flask("my app", instance_path="/srv/instance")
     app.config["TICKER_ENABLED"] = False
     Ticker(app)
+    assert app.config["TICKER_ENABLED"] is False
     assert app.config["TICKER_MAX_WORKERS"] == 4
     assert app.config["TICKER_SHUTDOWN_TIMEOUT"] == 10.0
     assert app.config["TICKER_LOCK"] == "/srv/instance/flask_ticker-my_app.lock"
     assert app.config["TICKER_LOCK_RETRY"] == 5.0
 
 
-def test_the_ticker_starts_by_default_and_not_when_disabled():
-    enabled = make_app("enabled")
-    ticker = Ticker(enabled)
-    assert enabled.config["TICKER_ENABLED"] is True and ticker.running
-    assert ticker.stop(WAIT)
+def test_enabled_true_starts_at_once_and_false_never_starts():
+    enabled = Ticker(make_app("enabled", TICKER_ENABLED=True))
+    assert enabled.running
+    assert enabled.stop(WAIT)
     disabled = make_app("disabled", TICKER_ENABLED=False)
-    assert not Ticker(disabled).running
+    ticker = Ticker(disabled)
+    disabled.test_client().get("/")
+    assert not ticker.running
 
 
-def test_bad_config_is_rejected_with_the_key_and_value():
-    app = make_app("bad")
-    app.config["TICKER_MAX_WORKERS"] = 0
-    with pytest.raises(ValueError, match="TICKER_MAX_WORKERS must be an int >= 1, got 0"):
+def test_unset_an_unknown_server_starts_the_ticker_at_its_first_request():
+    app = make_app("served")
+    ticker = Ticker(app)
+    ran = []
+    ticker.every(3600, lambda: ran.append(1), name="hourly")
+    assert app.config["TICKER_ENABLED"] is None and not ticker.running
+    app.test_client().get("/")
+    assert ticker.running
+    wait_until(lambda: ran == [1])
+    app.test_client().get("/")
+    assert ticker.stop(WAIT) and ran == [1]
+
+
+def test_under_testing_the_ticker_does_not_start_and_job_run_works(caplog):
+    caplog.set_level(logging.INFO)
+    app = make_app("tested", TESTING=True)
+    ticker = Ticker(app)
+    job = ticker.every(3600, lambda: "ran", name="hourly")
+    app.test_client().get("/")
+    assert not ticker.running and job.next_run is None
+    assert job.run() == "ran"
+    assert "TESTING is set" in caplog.text
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("TICKER_ENABLED", "false", r"TICKER_ENABLED must be True, False or None \(unset\), got 'false'"),
+    ("TICKER_MAX_WORKERS", 0, "TICKER_MAX_WORKERS must be an int >= 1, got 0"),
+    ("TICKER_SHUTDOWN_TIMEOUT", "soon", "TICKER_SHUTDOWN_TIMEOUT must be finite .* got 'soon'"),
+    ("TICKER_SHUTDOWN_TIMEOUT", math.inf, "TICKER_SHUTDOWN_TIMEOUT must be finite .* got inf"),
+    ("TICKER_LOCK_RETRY", -1, "TICKER_LOCK_RETRY must be finite seconds > 0, got -1"),
+    ("TICKER_LOCK", "", "TICKER_LOCK must be a path, False, or a lock object, got ''"),
+])
+def test_bad_config_is_rejected_with_the_key_and_value(key, value, message):
+    app = make_app("bad", **{key: value})
+    with pytest.raises(ValueError, match=message):
         Ticker(app)
-    app.config.update(TICKER_MAX_WORKERS=2, TICKER_SHUTDOWN_TIMEOUT="soon")
-    with pytest.raises(ValueError, match="TICKER_SHUTDOWN_TIMEOUT.*'soon'"):
-        Ticker(app)
+    assert "ticker" not in app.extensions
 
 
 def test_the_extension_registers_itself_and_refuses_a_second_ticker(app):
@@ -858,7 +890,7 @@ def test_one_module_level_ticker_moves_to_each_new_app_without_doubling():
     ticker.every(3600, lambda: ran_in.append(current_app.name), name="hourly")
     before = threading.active_count()
     for i in range(5):
-        ticker.init_app(make_app(f"app{i}"))
+        ticker.init_app(make_app(f"app{i}", TICKER_ENABLED=True))
         wait_until(lambda: len(ran_in) == i + 1)
     assert ran_in == [f"app{i}" for i in range(5)]
     assert threading.active_count() - before <= 1 + 1  # loop + one job worker
@@ -869,7 +901,7 @@ def test_apps_dropped_without_stop_take_their_threads_with_them():
     runs = []
 
     def create_app():
-        app = make_app("many")
+        app = make_app("many", TICKER_ENABLED=True)
         ticker = Ticker(app)
         ticker.every(3600, lambda: runs.append(1), name="hourly")
         return app
@@ -949,7 +981,7 @@ def locked_app(tmp_path: Path, name: str = "locked", **config) -> Flask:
 
 
 def test_the_default_lock_file_and_its_state_are_private_and_the_folder_is_created(tmp_path):
-    ticker = Ticker(locked_app(tmp_path, "my app"))
+    ticker = Ticker(locked_app(tmp_path, "my app", TICKER_ENABLED=True))
     job = ticker.every(3600, lambda: None, name="hourly")
     instance = tmp_path / "instance"
     wait_until(lambda: job.runs == 1)
@@ -961,19 +993,28 @@ def test_the_default_lock_file_and_its_state_are_private_and_the_folder_is_creat
     assert ticker.stop(WAIT)
 
 
-def test_a_symlinked_lock_file_fails_at_start_up(tmp_path):
+def test_a_symlinked_lock_file_is_refused_and_the_app_still_serves(tmp_path, caplog):
     (tmp_path / "instance").mkdir()
     target = tmp_path / "elsewhere"
-    (tmp_path / "instance" / "flask_ticker-locked.lock").symlink_to(target)
+    lock = tmp_path / "instance" / "flask_ticker-locked.lock"
+    lock.symlink_to(target)
+    app = locked_app(tmp_path, TICKER_ENABLED=True)
+    ticker = Ticker(app)
+    ran = []
+    ticker.every(1, lambda: ran.append(1), name="often")
+    assert not ticker.running and not target.exists()
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert str(lock) in error.getMessage() and "TICKER_LOCK" in error.getMessage()
+    assert app.test_client().get("/").status_code == 404  # it serves (no routes)
     with pytest.raises(OSError):
-        Ticker(locked_app(tmp_path))
-    assert not target.exists()
+        ticker.start()  # an explicit start says so by raising
+    assert ran == []
 
 
 def test_a_bad_lock_setting_is_rejected(tmp_path):
     with pytest.raises(TypeError, match="TICKER_LOCK must be a path, False, or an object"):
         Ticker(locked_app(tmp_path, TICKER_LOCK=42))
-    with pytest.raises(ValueError, match="TICKER_LOCK_RETRY must be seconds > 0, got 0"):
+    with pytest.raises(ValueError, match="TICKER_LOCK_RETRY must be finite seconds > 0, got 0"):
         Ticker(locked_app(tmp_path, TICKER_LOCK_RETRY=0))
 
 
@@ -1034,7 +1075,7 @@ def test_jobs_added_after_the_lock_is_taken_share_the_grid_too(tmp_path):
 
 
 def test_a_job_added_to_a_running_ticker_has_its_next_run_at_once(tmp_path):
-    ticker = Ticker(locked_app(tmp_path))
+    ticker = Ticker(locked_app(tmp_path, TICKER_ENABLED=True))
     wait_until(lambda: ticker.status()["is_runner"])
     job = ticker.every(3600, lambda: None, name="later", run_now=False)
     expected = datetime.now(timezone.utc) + timedelta(hours=1)

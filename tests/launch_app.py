@@ -14,6 +14,7 @@ VERSION = "v1"  # the reloader test edits this line
 INTERVAL = float(os.environ.get("JOB_INTERVAL", "0.5"))
 JOB_SECONDS = float(os.environ.get("JOB_SECONDS", "0"))
 RUN_NOW = os.environ.get("JOB_RUN_NOW", "1") == "1"
+FAILS = os.environ.get("JOB_FAILS") == "1"
 
 app = Flask(__name__, instance_path=os.environ.get("INSTANCE_PATH"))
 app.config["TICKER_LOCK_RETRY"] = 0.2
@@ -29,6 +30,8 @@ def note(event: str) -> None:
 @ticker.every(INTERVAL, run_now=RUN_NOW)
 def tick() -> None:
     note(f"tick-{VERSION}")
+    if FAILS:
+        raise ValueError("the feed is down")
     if JOB_SECONDS:
         time.sleep(JOB_SECONDS)
         note("tick-end")
