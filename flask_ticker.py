@@ -47,6 +47,8 @@ import atexit
 import contextlib
 import functools
 import heapq
+import importlib.util
+import inspect
 import itertools
 import json
 import logging
@@ -54,6 +56,7 @@ import math
 import os
 import queue
 import re
+import signal
 import socket
 import sys
 import threading
@@ -93,6 +96,9 @@ _SAVE_EVERY = 0.5
 
 # Longer intervals would overflow the platform's timers and datetimes.
 _MAX_INTERVAL = 100 * 365.25 * 86400
+
+# ThreadPoolExecutor's default: background tasks are mostly I/O (mail, HTTP).
+_DEFAULT_WORKERS = min(32, (os.cpu_count() or 1) + 4)
 
 
 # -- the scheduler core: jobs on fixed-rate grids; no files, no servers --
@@ -203,7 +209,9 @@ class Job:
         # Every failure is logged, but a job that fails the same way run
         # after run (a database that is down) must not fill the log with
         # copies of one traceback: repeats take a line each.
-        how = (self._last_error, _frames(exc.__traceback__))
+        # By type and path, not message: a database error that quotes its
+        # bound parameters differs in every message.
+        how = (type(exc), _frames(exc.__traceback__))
         if self._failing is not None and self._failing[0] == how:
             self._failing = (how, self._failing[1] + 1)
             self._scheduler.log.error("job %r failed again, %d times in a row, with the error and"
@@ -551,8 +559,10 @@ class _Scheduler:
         self.wakeup.set()
         # A thread blocked on the lease cannot be woken; it lets go of the
         # lease itself if it ever gets it.
-        if thread is not None and thread is not threading.current_thread() \
-                and not self._waiting:
+        # A thread start() has not started yet (a run_now job of its first
+        # pass stops the ticker) ends at its first look.
+        if thread is not None and thread.ident is not None \
+                and thread is not threading.current_thread() and not self._waiting:
             thread.join()  # prompt: the loop never runs user code
 
     def leave(self) -> None:
@@ -650,7 +660,7 @@ def _loop(ref: weakref.ref[_Scheduler], wakeup: threading.Event) -> None:
         try:
             delay = scheduler.tick(me)
         except Exception:  # a bug of ours: say so, and keep the jobs going
-            self.log.critical("the ticker's scheduler failed; it goes on in %ss",
+            scheduler.log.critical("the ticker's scheduler failed; it goes on in %ss",
                             scheduler.retry, exc_info=True)
             delay = scheduler.retry
         del scheduler
@@ -855,7 +865,7 @@ class Ticker:
         self._served = False   # this process has handled a request
         self._start_on_request = False  # nothing said where it serves: see _autostart
         self._forking = False  # it handed its jobs to the children it forks
-        self._max_workers = 4
+        self._max_workers = _DEFAULT_WORKERS
         self._reset()
         if app is not None:
             self.init_app(app)
@@ -894,8 +904,9 @@ class Ticker:
           script that does not serve the app, or with ``TESTING`` set.
           True starts it at once in any process but a reloader's watcher;
           False never starts it by itself.  `start` always does.
-        - ``TICKER_MAX_WORKERS`` (4): threads that run jobs at once, and
-          threads that run background tasks at once.
+        - ``TICKER_MAX_WORKERS`` (``min(32, cpus + 4)``, as for
+          ThreadPoolExecutor): threads that run jobs at once, and threads
+          that run background tasks at once.
         - ``TICKER_SHUTDOWN_TIMEOUT`` (10): seconds `stop` waits at exit for
           running jobs and background tasks.
         - ``TICKER_LOCK`` (a file in the instance folder): what makes one
@@ -916,7 +927,7 @@ class Ticker:
                 " Import and use that instance instead.")
         config = app.config
         enabled = config.setdefault("TICKER_ENABLED", None)
-        workers = config.setdefault("TICKER_MAX_WORKERS", 4)
+        workers = config.setdefault("TICKER_MAX_WORKERS", _DEFAULT_WORKERS)
         timeout = config.setdefault("TICKER_SHUTDOWN_TIMEOUT", 10.0)
         lock = config.setdefault("TICKER_LOCK", os.path.join(
             app.instance_path, f"flask_ticker-{_safe_name(app.name)}.lock"))
@@ -972,8 +983,7 @@ class Ticker:
                 self.every(seconds, f, name=name, run_now=run_now, args=args, kwargs=kwargs)
                 return f
             return register
-        if not callable(func):
-            raise TypeError(f"every(): func for job {name!r} must be callable, got {func!r}")
+        _check_callable(func, f"every(): func for job {name!r}")
         name = _name(func) if name is None else name
         if not isinstance(name, str) or not name:
             raise TypeError(f"every(): name must be a non-empty str, got {name!r}")
@@ -1174,6 +1184,7 @@ class Ticker:
         self._start_on_request = False
         try:
             self.start()
+            _drain_on_sigterm()
         except OSError as exc:
             self.log.error(
                 "no job runs in process %d: the lock file %s cannot be used (%s: %s)."
@@ -1194,8 +1205,7 @@ def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) ->
     its exception is set on the returned Future.  At shutdown, accepted
     tasks finish, up to ``TICKER_SHUTDOWN_TIMEOUT``.
     """
-    if not callable(func):
-        raise TypeError(f"run_in_background(): func must be callable, got {func!r}")
+    _check_callable(func, "run_in_background(): func")
     ticker = current_app.extensions.get("ticker") if has_app_context() else None
     if ticker is None:
         raise RuntimeError(
@@ -1213,8 +1223,7 @@ def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) ->
         if not future.set_running_or_notify_cancel():
             return
         try:
-            with app.app_context():
-                result = func(*args, **kwargs)
+            result = _call_in_context(app, func, args, kwargs)
         except BaseException as exc:  # the task's, or a teardown's
             ticker.log.exception("background task %r failed", name)
             future.set_exception(exc)
@@ -1227,8 +1236,18 @@ def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) ->
 
 def _call_in_context(app: Flask, func: Callable[..., Any], args: tuple,
                      kwargs: Mapping[str, Any]) -> Any:
+    # ensure_sync runs a coroutine function to its end, as Flask runs an
+    # async view, so that no coroutine is ever left un-awaited.
     with app.app_context():
-        return func(*args, **kwargs)
+        return app.ensure_sync(func)(*args, **kwargs)
+
+
+def _check_callable(func: Any, what: str) -> None:
+    if not callable(func):
+        raise TypeError(f"{what} must be callable, got {func!r}")
+    if inspect.iscoroutinefunction(func) and importlib.util.find_spec("asgiref") is None:
+        raise RuntimeError(f"{what} {_name(func)!r} is a coroutine function, which needs"
+                           " Flask's async extra: pip install 'flask[async]'")
 
 
 # Tickers to stop at interpreter exit; weak, so that apps a test suite
@@ -1240,6 +1259,20 @@ _tickers: weakref.WeakSet[Ticker] = weakref.WeakSet()
 def _stop_at_exit() -> None:
     for ticker in list(_tickers):
         ticker.stop(ticker._shutdown_timeout)
+
+
+def _drain_on_sigterm() -> None:
+    # Under flask run, app.run() and waitress nothing handles SIGTERM, so it
+    # would kill a job mid-run.  Take it only where nobody else has: never
+    # a handler of the app's or the server's (gunicorn's drains already).
+    if threading.current_thread() is threading.main_thread() and "uwsgi" not in sys.modules \
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    _stop_at_exit()  # the running jobs finish, within TICKER_SHUTDOWN_TIMEOUT
+    raise SystemExit(0)
 
 
 def _after_fork(child: bool) -> None:
@@ -1379,8 +1412,9 @@ class _Pool:
         self.close()
         with self._lock:
             threads = [t for t in self._threads if t is not threading.current_thread()]
-        for thread in threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        for thread in threads:  # within the platform's timers, however long the timeout
+            thread.join(None if deadline is None else
+                        min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX))
         unfinished = [label for thread, label in list(self._active.items())
                       if thread is not threading.current_thread()]
         exits = 0
@@ -1442,7 +1476,12 @@ def _is_number(x: object) -> bool:
 
 
 def _name(func: Any) -> str:
-    return getattr(func, "__qualname__", None) or repr(func)
+    # Never repr(): a partial's would put its bound arguments, an API key
+    # say, into every log line.
+    while isinstance(func, functools.partial):
+        func = func.func
+    name = getattr(func, "__qualname__", None)
+    return name if isinstance(name, str) else type(func).__qualname__
 
 
 def _identity(func: Any) -> tuple:

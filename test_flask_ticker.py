@@ -8,6 +8,9 @@ tests/, run real servers in subprocesses.
 """
 from __future__ import annotations
 
+import asyncio
+import collections
+import functools
 import gc
 import json
 import logging
@@ -376,7 +379,7 @@ def failures_logged(caplog) -> list[tuple[str, bool]]:
 
 def test_a_new_error_or_a_new_streak_logs_its_traceback_again(ticker, clock, caplog):
     caplog.set_level(logging.INFO)
-    outcomes = iter([KeyError("a"), KeyError("a"), KeyError("b"), None, KeyError("b")])
+    outcomes = iter([KeyError("a"), KeyError("b"), ValueError("b"), None, ValueError("b")])
 
     def job_func():
         error = next(outcomes)
@@ -391,9 +394,10 @@ def test_a_new_error_or_a_new_streak_logs_its_traceback_again(ticker, clock, cap
     assert job.runs == 5 and job.failures == 4
     assert failures_logged(caplog) == [
         ("job 'flaky' failed; it keeps its schedule", True),
+        # another message, the same type and path: a repeat, with its message
         ("job 'flaky' failed again, 2 times in a row, with the error and traceback"
-         " logged before: KeyError: 'a'", False),
-        ("job 'flaky' failed; it keeps its schedule", True),   # another message
+         " logged before: KeyError: 'b'", False),
+        ("job 'flaky' failed; it keeps its schedule", True),   # another type
         ("job 'flaky' failed; it keeps its schedule", True),   # after a good run
     ]
     assert "job 'flaky' succeeded again after 1 failed run(s) in a row" in caplog.text
@@ -644,6 +648,7 @@ def test_pause_holds_runs_and_resume_returns_to_the_grid(ticker, clock):
     settle(job)
     assert rec.calls == [1000.0]
     job.resume()
+    assert job.next_run == datetime.fromtimestamp(EPOCH + 1030, timezone.utc)
     clock.advance(0)
     settle(job)
     assert rec.calls == [1000.0] and not job.paused
@@ -808,7 +813,7 @@ def test_config_defaults_are_set_on_the_app():
     app.config["TICKER_ENABLED"] = False
     Ticker(app)
     assert app.config["TICKER_ENABLED"] is False
-    assert app.config["TICKER_MAX_WORKERS"] == 4
+    assert app.config["TICKER_MAX_WORKERS"] == min(32, (os.cpu_count() or 1) + 4)
     assert app.config["TICKER_SHUTDOWN_TIMEOUT"] == 10.0
     assert app.config["TICKER_LOCK"] == "/srv/instance/flask_ticker-my_app.lock"
     assert app.config["TICKER_LOCK_RETRY"] == 5.0
@@ -940,6 +945,20 @@ def test_a_bad_interval_is_rejected_naming_the_job_and_value(ticker, interval, e
 def test_a_non_callable_func_is_rejected(ticker):
     with pytest.raises(TypeError, match="func for job 'x' must be callable, got 42"):
         ticker.every(10, 42, name="x")
+
+
+def test_a_partial_is_named_after_its_function_never_its_bound_arguments(ticker, caplog):
+    def sync_feed(api_key):
+        raise ConnectionError("down")
+
+    job = ticker.every(10, functools.partial(sync_feed, "sk-secret"))
+    assert job.name.endswith("sync_feed")
+    with pytest.raises(ConnectionError):
+        job.run()
+    with ticker.app.app_context():
+        run_in_background(functools.partial(sync_feed, "sk-secret")).exception(WAIT)
+    wait_until(lambda: "background task" in caplog.text)
+    assert "sk-secret" not in caplog.text and "sk-secret" not in repr(job)
 
 
 def test_bad_args_and_kwargs_are_rejected(ticker):
@@ -1336,3 +1355,179 @@ def test_a_forked_child_runs_no_job_and_the_parent_keeps_them(tmp_path):
     assert ticker.stop(WAIT)
     pids = {int(line) for line in runs.read_text().split()}
     assert pids == {os.getpid()}
+
+
+# -- 12. promises under faults: async functions, failure floods, load, stop --
+
+def test_a_coroutine_job_is_awaited_in_its_app_context_and_counted(app, ticker, clock):
+    seen = []
+
+    async def fetch_feed():
+        await asyncio.sleep(0)
+        seen.append(current_app._get_current_object())
+        return "fetched"
+
+    async def broken_feed():
+        await asyncio.sleep(0)
+        raise ValueError("bad feed")
+
+    good, bad = ticker.every(10, fetch_feed), ticker.every(10, broken_feed)
+    started(ticker, clock)
+    assert seen == [app] and (good.runs, good.failures) == (1, 0)
+    assert (bad.runs, bad.failures, bad.last_error) == (1, 1, "ValueError: bad feed")
+    assert good.run() == "fetched"
+
+
+def test_a_coroutine_task_sets_its_result_on_the_future(app, ticker):
+    async def send_mail(to):
+        await asyncio.sleep(0)
+        return f"sent to {to}"
+
+    with app.app_context():
+        assert run_in_background(send_mail, "a@example.com").result(WAIT) == "sent to a@example.com"
+
+
+def test_a_coroutine_without_the_async_extra_is_refused_at_registration(ticker, monkeypatch):
+    monkeypatch.setitem(sys.modules, "asgiref", None)  # as if it were not installed
+
+    async def fetch_feed():
+        pass
+
+    with pytest.raises(RuntimeError, match=r"pip install 'flask\[async\]'"):
+        ticker.every(10, fetch_feed)
+    with ticker.app.app_context(), pytest.raises(RuntimeError, match="async extra"):
+        run_in_background(fetch_feed)
+    assert ticker.jobs == []
+
+
+def test_a_thousand_failures_in_a_row_log_one_traceback_and_grow_no_memory(ticker, clock, caplog):
+    import tracemalloc
+
+    def down():
+        raise ConnectionError(f"database down, query {clock.now}")  # a new message each time
+
+    job = ticker.every(1, down, name="sync")
+    started(ticker, clock)
+    assert [bool(r.exc_info) for r in caplog.records] == [True]
+    for _ in range(100):  # warm up
+        clock.advance(1)
+        settle(job)
+    # pytest's capture keeps every record: count the lines, keep none.
+    lines = collections.Counter()
+
+    class Counting(logging.Handler):
+        def emit(self, record):
+            lines["all"] += 1
+            lines["tracebacks"] += record.exc_info is not None
+
+    counting = Counting()
+    ticker.log.addHandler(counting)
+    ticker.log.propagate = False
+    ours = [tracemalloc.Filter(True, flask_ticker.__file__)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot().filter_traces(ours)
+        for _ in range(1000):
+            clock.advance(1)
+            settle(job)
+        after = tracemalloc.take_snapshot().filter_traces(ours)
+    finally:
+        tracemalloc.stop()
+        ticker.log.removeHandler(counting)
+        ticker.log.propagate = True
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert job.failures == 1101
+    assert grown < 16 * 1024, grown
+    assert lines == {"all": 1000, "tracebacks": 0}  # one line a failure, no traceback again
+
+
+def test_ten_thousand_tasks_from_eight_threads_each_run_once(app):
+    ticker = Ticker(app)
+    ran = collections.Counter()
+    lock = threading.Lock()
+
+    def task(i):
+        with lock:
+            ran[i] += 1
+
+    def submit(start):
+        with app.app_context():
+            return [run_in_background(task, i) for i in range(start, start + 1250)]
+
+    futures = []
+    threads = [threading.Thread(target=lambda s=s: futures.extend(submit(s)))
+               for s in range(0, 10_000, 1250)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert ticker.stop(30)
+    assert len(futures) == 10_000 and all(f.done() and not f.cancelled() for f in futures)
+    assert sorted(ran) == list(range(10_000)) and set(ran.values()) == {1}
+
+
+def test_a_task_submitted_from_inside_a_job_runs(ticker, clock):
+    results = []
+    job = ticker.every(10, lambda: results.append(run_in_background(lambda: "inner")))
+    started(ticker, clock)
+    assert results[0].result(WAIT) == "inner" and job.failures == 0
+
+
+def test_stop_from_inside_a_job_does_not_deadlock(app):
+    ticker = Ticker(app)
+    stopped = threading.Event()
+    ticker.every(3600, lambda: (ticker.stop(WAIT), stopped.set()), name="stopper")
+    ticker.start()
+    assert stopped.wait(WAIT)
+    wait_until(lambda: not ticker.running)
+
+
+def test_stop_from_two_threads_at_once_is_safe(app):
+    ticker = Ticker(app)
+    entered, release = threading.Event(), threading.Event()
+    ticker.every(3600, lambda: (entered.set(), release.wait(WAIT)), name="slow")
+    ticker.start()
+    assert entered.wait(WAIT)
+    results = []
+    stoppers = [threading.Thread(target=lambda: results.append(ticker.stop(WAIT)))
+                for _ in range(2)]
+    for stopper in stoppers:
+        stopper.start()
+    release.set()
+    for stopper in stoppers:
+        stopper.join(WAIT)
+    assert results == [True, True] and not ticker.running
+
+
+def test_start_stop_cycles_leak_no_threads(app):
+    ticker = Ticker(app)
+    ticker.every(3600, lambda: None, name="hourly")
+    ticker.start()
+    assert ticker.stop(WAIT)
+    before = threading.active_count()
+    for _ in range(20):
+        ticker.start()
+        assert ticker.stop(WAIT)
+    wait_until(lambda: threading.active_count() <= before)
+
+
+def test_a_fault_in_the_scheduler_itself_is_logged_critical_and_the_loop_goes_on(app, caplog):
+    failing = [False]
+
+    def clock():
+        if failing[0] and threading.current_thread().name == "flask-ticker":
+            failing[0] = False
+            raise RuntimeError("injected fault")
+        return time.monotonic()
+
+    app.config["TICKER_LOCK_RETRY"] = 0.05
+    ticker = Ticker(app, clock=clock)
+    ran = []
+    ticker.start()
+    failing[0] = True
+    ticker.every(0.05, lambda: ran.append(1), name="often")  # wakes the loop
+    wait_until(lambda: len(ran) >= 3)
+    [record] = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert "scheduler failed" in record.getMessage() and record.exc_info[0] is RuntimeError
+    assert ticker.running
+    assert ticker.stop(WAIT)

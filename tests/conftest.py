@@ -29,6 +29,19 @@ class Run(NamedTuple):
     event: str
 
 
+def require(program: str) -> Path:
+    """The path of an optional server's program.  Without it a test skips,
+    with a reason, except under CI=true, where it fails: CI installs every
+    server, so that no test can pass there by skipping."""
+    path = BIN / program
+    if path.exists():
+        return path
+    message = f"{program} is not installed (pip install {program})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}, and CI must run this test")
+    pytest.skip(message)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

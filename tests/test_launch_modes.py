@@ -14,11 +14,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from datetime import datetime
 
 import pytest
-from conftest import BIN, HERE, ROOT, Run, assert_once_per_tick, wait_until
+from conftest import BIN, HERE, ROOT, Run, assert_once_per_tick, require, wait_until
 
 INTERVAL = 0.5
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX servers and signals")
@@ -187,28 +188,33 @@ def test_the_example_app_runs_its_job_once_per_tick_in_the_reloader_child(
 # -- uWSGI --
 
 # Stopped with SIGKILL: uWSGI's own shutdown is not what these tests are about.
-UWSGI = [BIN / "uwsgi", "--http", "127.0.0.1:{port}", "--module", "launch_app:app",
+UWSGI = ["--http", "127.0.0.1:{port}", "--module", "launch_app:app",
          "--master", "--processes", "3", "--die-on-term"]
 
 
-def test_uwsgi_with_lazy_apps_runs_each_tick_once_in_one_worker(serve):
-    server = serve([*UWSGI, "--lazy-apps", "--enable-threads"], stop_signal=signal.SIGKILL)
+@pytest.fixture
+def uwsgi():
+    return [require("uwsgi"), *UWSGI]
+
+
+def test_uwsgi_with_lazy_apps_runs_each_tick_once_in_one_worker(serve, uwsgi):
+    server = serve([*uwsgi, "--lazy-apps", "--enable-threads"], stop_signal=signal.SIGKILL)
     runs = server.wait_for_runs(6)
     assert len(ran_by(runs)) == 1 and server.pid not in ran_by(runs)
     assert_once_per_tick(runs, INTERVAL)
 
 
-def test_uwsgi_without_lazy_apps_runs_each_tick_once_in_the_master(serve):
+def test_uwsgi_without_lazy_apps_runs_each_tick_once_in_the_master(serve, uwsgi):
     # uWSGI forks its workers from C, without Python's fork hooks, so the
     # master that loaded the app keeps the jobs.
-    server = serve([*UWSGI, "--enable-threads"], stop_signal=signal.SIGKILL)
+    server = serve([*uwsgi, "--enable-threads"], stop_signal=signal.SIGKILL)
     runs = server.wait_for_runs(6)
     assert ran_by(runs) == {server.pid}
     assert_once_per_tick(runs, INTERVAL)
 
 
-def test_uwsgi_without_threads_gets_a_warning_that_says_how_to_fix_it(serve):
-    server = serve([*UWSGI, "--lazy-apps"], stop_signal=signal.SIGKILL)
+def test_uwsgi_without_threads_gets_a_warning_that_says_how_to_fix_it(serve, uwsgi):
+    server = serve([*uwsgi, "--lazy-apps"], stop_signal=signal.SIGKILL)
     wait_until(lambda: "--enable-threads to the uwsgi command" in server.output(), 20,
                "the warning")
 
@@ -326,3 +332,44 @@ def test_a_restart_waits_for_a_recent_run_and_runs_an_overdue_job_at_once(serve)
     late = third.wait_for_runs(3, timeout=30)[2].at
     assert late - stopped_at < 3, "the overdue job did not run at once"
     assert len(third.runs("hourly")) == 1
+
+
+# -- signals: a run in progress finishes, and none starts after --
+
+@pytest.mark.parametrize("args, sig", [
+    pytest.param([*FLASK, "run"], signal.SIGTERM, id="flask run, SIGTERM"),
+    pytest.param([*FLASK, "run"], signal.SIGINT, id="flask run, SIGINT"),
+    pytest.param([PY, "launch_app.py"], signal.SIGTERM, id="app.run(), SIGTERM"),
+    pytest.param([BIN / "waitress-serve", "--listen=127.0.0.1:{port}", "launch_app:app"],
+                 signal.SIGTERM, id="waitress, SIGTERM"),
+])
+def test_a_signal_lets_the_running_job_finish_and_the_process_exit_0(serve, args, sig):
+    server = serve(args, JOB_INTERVAL="2", JOB_SECONDS="1")
+    server.wait_until_serving()  # a Ctrl-C before the server runs is click's "Aborted!"
+    serving = time.time()
+    started = wait_until(lambda: next(
+        (r for r in server.runs("tick-v1") if r.at > serving), None), 20, "a run")
+    os.kill(server.pid, sig)
+    signalled_at = time.time()
+    assert server.proc.wait(timeout=40) == 0, server.output()
+    assert signalled_at - started.at < 1, "the signal came after the job had finished"
+    assert [r.pid for r in server.runs("tick-end") if r.at > started.at] == [started.pid]
+    assert [r for r in server.runs("tick-v1") if r.at > signalled_at] == []
+
+
+def test_the_ticker_leaves_a_sigterm_handler_of_the_apps_alone(serve, tmp_path):
+    app = tmp_path / "own_handler.py"
+    app.write_text(textwrap.dedent("""
+        import os, signal, sys
+        def mine(signum, frame):
+            print("the app's own handler", flush=True)
+            sys.exit(3)
+        signal.signal(signal.SIGTERM, mine)
+        from launch_app import app
+        app.run(port=int(os.environ["PORT"]))
+    """))
+    server = serve([PY, str(app)])
+    server.wait_for_runs(1)
+    os.kill(server.pid, signal.SIGTERM)
+    assert server.proc.wait(timeout=40) == 3
+    assert "the app's own handler" in server.output()
