@@ -61,6 +61,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -68,6 +69,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 import click
+from blinker import Namespace
 from flask import Flask, current_app, has_app_context
 from flask.cli import run_command
 from flask.helpers import get_debug_flag
@@ -81,11 +83,24 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
 __version__ = "0.2.0"
-__all__ = ["Ticker", "Job", "run_in_background"]
+__all__ = ["Ticker", "Job", "run_in_background", "job_started", "job_finished", "job_failed",
+           "job_skipped", "task_failed"]
 
 logger = logging.getLogger("flask_ticker")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Sent with the app as sender, in the process that runs the job, inside an
+# app context, as Flask sends its own; every one has ``job`` (None for a task).
+_signals = Namespace()
+job_started = _signals.signal("job_started", doc="A run starts.")
+job_finished = _signals.signal("job_finished", doc="A run returned: duration, result.")
+job_failed = _signals.signal("job_failed", doc="A run raised: exception, duration.")
+job_skipped = _signals.signal("job_skipped", doc="A tick passed without a run: reason.")
+task_failed = _signals.signal("task_failed",
+                              doc="A run_in_background task raised: func, exception.")
+_SIGNALS = {"started": job_started, "finished": job_finished, "failed": job_failed,
+            "skipped": job_skipped, "task_failed": task_failed}
 
 # Shared by the jobs without kwargs: an app may register thousands of jobs.
 _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
@@ -139,7 +154,7 @@ class Job:
     last_duration = property(lambda self: self._last_duration,
                              doc="How long the last run took, in seconds.")
     last_error = property(lambda self: self._last_error,
-                          doc="'Type: message' of the last failure, or None.")
+                          doc="'Type: message' if the last run failed, else None.")
 
     @property
     def last_run(self) -> datetime | None:
@@ -187,6 +202,7 @@ class Job:
         started = clock()
         self._last_run = wall()
         self._last_due = self._last_run if due is None else due
+        self._last_error = None
         try:
             return call(self._func, self._args, self._kwargs)
         except BaseException as exc:
@@ -233,6 +249,10 @@ class Job:
         return [self._last_due, self._last_run, self._last_duration, self._last_error,
                 self._runs, self._failures, self._skipped]
 
+    def _add_run(self, started: float, duration: float, error: str | None) -> None:
+        # A run another process made by hand (flask ticker run).
+        self._adopt(_with_run(self._history(), started, duration, error))
+
     def _adopt(self, history: Sequence) -> None:
         (self._last_due, self._last_run, self._last_duration, self._last_error,
          self._runs, self._failures, self._skipped) = history
@@ -273,6 +293,9 @@ class _Scheduler:
         self.submit: Callable[[str, Callable[[], None], Callable[[], Any]], None] | None = None
         self.retry = 5.0
         self.log = logger  # the app's, once bound: see Ticker.init_app
+        # notify(event, job, **details): "started", "finished", "failed",
+        # "skipped"; the Ticker sends them as signals.
+        self.notify: Callable[..., None] = lambda event, job, **details: None
         self.jobs: dict[str, Job] = {}
         self._paused: set[Job] = set()
         self._reset()
@@ -296,6 +319,7 @@ class _Scheduler:
         self.holding = False
         self._unclaimed: dict[str, list] = {}  # saved jobs not registered (yet)
         self._crashed = False  # the last holder left without saving
+        self._folded = 0.0     # runs by hand up to this wall time are in the history
         self._dirty = False    # history changed since the last save
         self._saved_at = self._renew_at = -math.inf  # monotonic
 
@@ -408,6 +432,7 @@ class _Scheduler:
             delay = heap[0][0] - now if heap else None
         for job, ticks, why in lapses:
             job._skip(ticks, why)
+            self.notify("skipped", job, reason=why)
         if start:
             self._dirty = True
             offset = self.wall() - now
@@ -417,15 +442,34 @@ class _Scheduler:
         return delay
 
     def _run(self, job: Job, due: float) -> None:
+        self.notify("started", job)
         try:
-            job._call(self.call, self.wall, self.clock, due)
+            result = job._call(self.call, self.wall, self.clock, due)
         except BaseException as exc:
             job._log_outcome(exc)
+            self.notify("failed", job, exception=exc, duration=job.last_duration)
         else:
             job._log_outcome(None)
+            self.notify("finished", job, result=result, duration=job.last_duration)
         finally:
             self._running.discard(job)
             self._mark_dirty()
+
+    def run_by_hand(self, job: Job) -> Any:
+        """Run ``job`` now in this thread, and record it in the deployment
+        state: as the runner, if no process is, else beside it."""
+        took = not self.holding and self._take(None, block=False)
+        started, error = self.wall(), None
+        try:
+            return self.run_here(job)
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            if took:
+                self.leave()
+            elif not self.holding:
+                self.lease.record(job.name, [started, job.last_duration, error])
 
     def _push(self, job: Job, origin: float, index: int) -> None:
         # At index 0 the origin itself, not an equal float: one object less
@@ -513,6 +557,7 @@ class _Scheduler:
             if taken and (thread is None or self.owns(thread)):  # not stopped meanwhile
                 saved = state["jobs"] if state else {}
                 self._crashed = bool(state and state["runner"])
+                self._folded = state["folded"] if state else 0.0
                 for job in self.jobs.values():
                     self._plan(job, saved.pop(job.name, None))
                 self._unclaimed = saved
@@ -593,6 +638,12 @@ class _Scheduler:
         if not self.lease.shared:
             return
         self._saved_at = self.clock()
+        if changed:  # runs made by hand meanwhile join the history
+            for name, started, duration, error in self.lease.runs(self._folded):
+                job = self.jobs.get(name)
+                if job is not None:
+                    job._add_run(started, duration, error)
+                self._folded = max(self._folded, started)
         with self._lock:  # a list of the jobs, not of their rows: 10,000 jobs are fine
             jobs = list(self.jobs.values())
             unclaimed = list(self._unclaimed.items())
@@ -608,7 +659,8 @@ class _Scheduler:
                                  job in self._running, paused]
             yield from unclaimed  # another version's jobs, kept for when it runs again
         try:
-            self.lease.save(_runner() if runner else None, rows() if changed else None)
+            self.lease.save(_runner() if runner else None, rows() if changed else None,
+                            self._folded)
         except Exception:
             self._dirty = True
             self.log.exception("cannot save the jobs' state beside TICKER_LOCK;"
@@ -677,7 +729,10 @@ class _Lease:
     held), and releases it when it stops.  The runner saves the deployment
     state; any process loads it.
     The state is ``{"runner": {...} or None, "jobs": {name: [interval,
-    origin, *history, next_due, running, paused]}}``, times on the wall clock.
+    origin, *history, next_due, running, paused]}, "folded": t}``, times on
+    the wall clock.  Runs made by hand outside the runner (`record`) are in
+    the jobs' rows that `load` returns; the runner's history includes those
+    up to ``folded``.
     ``shared`` is False where there is no state beyond this process.
     """
 
@@ -704,9 +759,17 @@ class _Lease:
     def load(self) -> dict | None:
         return None
 
-    def save(self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None) -> None:
+    def save(self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None,
+             folded: float) -> None:
         """Record the runner (None: it stopped cleanly) and, unless None,
         every job's row."""
+
+    def record(self, name: str, run: list) -> None:
+        """Note a run made by hand, [started, duration, error], for the runner."""
+
+    def runs(self, since: float) -> list[list]:
+        """The runs recorded by hand since ``since``: [name, *run] each."""
+        return []
 
     def holder(self) -> bool:
         """Whether some process holds the lease now."""
@@ -805,12 +868,18 @@ class _LockFile(_Lease):
     def load(self) -> dict | None:
         try:
             with open(self.path + ".state", "rb") as file:
-                if json.loads(file.readline() or b"{}").get("fields") != self._FIELDS:
+                head = json.loads(file.readline() or b"{}")
+                if head.get("fields") != self._FIELDS:
                     return None  # another version's, or not ours
                 jobs = {}
                 for line in file:
                     name, *row = json.loads(line)
                     jobs[name] = row
+            folded = head.get("folded", 0.0)
+            for name, started, duration, error in self.runs(folded):
+                row = jobs.setdefault(name, [None, None, None, None, None, None, 0, 0, 0,
+                                             None, False, False])
+                row[2:9] = _with_run(row[2:9], started, duration, error)
             runner = None
             with contextlib.suppress(FileNotFoundError), \
                     open(self.path + ".runner", "rb") as file:
@@ -820,18 +889,39 @@ class _LockFile(_Lease):
         except ValueError:
             self.log.warning("ignoring %s.state, which is damaged", self.path)
             return None
-        return {"runner": runner, "jobs": jobs}
+        return {"runner": runner, "jobs": jobs, "folded": folded}
 
-    def save(self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None) -> None:
+    def save(self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None,
+             folded: float) -> None:
         if jobs is not None:
             self._replace(".state", itertools.chain(
-                [json.dumps({"fields": self._FIELDS}) + "\n"],
+                [json.dumps({"fields": self._FIELDS, "folded": folded}) + "\n"],
                 (json.dumps([name, *row]) + "\n" for name, row in jobs)))
+            if folded and os.path.exists(self.path + ".runs"):
+                # What is in the history now leaves the log.  A run recorded
+                # in the moment between reading and replacing it is lost from
+                # the history; runs by hand are rare enough for that.
+                later = [json.dumps(run) + "\n" for run in self.runs(folded)]
+                if later:
+                    self._replace(".runs", later)
+                else:
+                    os.unlink(self.path + ".runs")
         if runner is not None:
             self._replace(".runner", [json.dumps(runner)])
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path + ".runner")
+
+    def record(self, name: str, run: list) -> None:
+        with open(self._open(self.path + ".runs", os.O_APPEND), "a", encoding="utf-8") as file:
+            file.write(json.dumps([name, *run]) + "\n")
+
+    def runs(self, since: float) -> list[list]:
+        try:
+            with open(self.path + ".runs", "rb") as file:
+                return [run for run in map(json.loads, file) if run[1] > since]
+        except FileNotFoundError:
+            return []
 
     def _replace(self, suffix: str, lines: Iterable[str]) -> None:
         # By rename, so that a reader never sees half a file.
@@ -839,6 +929,33 @@ class _LockFile(_Lease):
         with open(self._open(temp, os.O_TRUNC), "w", encoding="utf-8") as file:
             file.writelines(lines)
         os.replace(temp, self.path + suffix)
+
+
+def _describe(job: dict, now: float) -> str:
+    """One line of ``flask ticker list``."""
+    def ago(iso: str) -> str:
+        return _seconds(round(max(0.0, now - datetime.fromisoformat(iso).timestamp())))
+
+    last = "never run"
+    if job["last_run"]:
+        outcome = f"failed {ago(job['last_run'])} ago: {job['last_error']}" \
+            if job["last_error"] else f"ok {ago(job['last_run'])} ago, {job['last_duration']:.3g} s"
+        last = "running now" if job["running"] else outcome
+    when = "paused" if job["paused"] else f"next {job['next_run'][:19]} UTC" \
+        if job["next_run"] else "not scheduled"
+    return (f"{job['name']}  every {_seconds(job['interval'])}  {when}  {last}"
+            f"  runs={job['runs']} failures={job['failures']}")
+
+
+def _with_run(history: list, started: float, duration: float, error: str | None) -> list:
+    """A job's history, ``Job._history()``-shaped, with one more run by hand."""
+    last_due, last_run, last_duration, last_error, runs, failures, skipped = history
+    if last_run is None or started >= last_run:
+        last_run, last_duration = started, duration
+        last_due = max(last_due or started, started)
+        last_error = error
+    return [last_due, last_run, last_duration, last_error, runs + 1,
+            failures + (error is not None), skipped]
 
 
 def _runner() -> dict:
@@ -902,8 +1019,9 @@ class Ticker:
           reloader's watcher), gunicorn, uWSGI and waitress, at the first
           request under another server, and never in a CLI command, a
           script that does not serve the app, or with ``TESTING`` set.
-          True starts it at once in any process but a reloader's watcher;
-          False never starts it by itself.  `start` always does.
+          True starts it at once in any process but a reloader's watcher
+          and a flask CLI command; False never starts it by itself.  `start`
+          always does.
         - ``TICKER_MAX_WORKERS`` (``min(32, cpus + 4)``, as for
           ThreadPoolExecutor): threads that run jobs at once, and threads
           that run background tasks at once.
@@ -954,6 +1072,9 @@ class Ticker:
         scheduler.call = functools.partial(_call_in_context, app)
         scheduler.log = lease.log = self._job_pool.log = self._task_pool.log = \
             app.logger.getChild("flask_ticker")
+        scheduler.notify = self._send
+        if "ticker" not in app.cli.commands:
+            app.cli.add_command(self._command_line())
         self._served = False
         app.extensions["ticker"] = self
         app.before_request(self._note_request)
@@ -1014,27 +1135,23 @@ class Ticker:
         """
         scheduler = self._scheduler
         lease = scheduler.lease
-        mine = scheduler.holding or not lease.shared
-        state = None if mine else lease.load()
+        state = lease.load() if lease.shared else None
         saved = state["jobs"] if state else {}
-        runner = None
-        if mine:
+        if scheduler.holding or not lease.shared:
             runner = _runner() if scheduler.holding else None
-        elif state and state["runner"] and lease.holder():
-            runner = state["runner"]
+        else:
+            runner = state["runner"] if state and state["runner"] and lease.holder() else None
         jobs = []
         for job in self.jobs:
-            row = saved.get(job.name)
-            if row is None:
-                plan_due = scheduler.next_due(job)
-                row = [job.interval, None, *job._history(), plan_due,
-                       job.running, job.paused]
+            row = saved.get(job.name) or [job.interval, None, *job._history(),
+                                          scheduler.next_due(job), job.running, job.paused]
             interval, _, _, last_run, duration, error, runs, failures, skipped, \
                 next_due, running, paused = row
-            jobs.append({"name": job.name, "interval": interval, "paused": paused,
-                         "next_run": _iso(next_due), "last_run": _iso(last_run),
-                         "last_duration": duration, "last_error": error, "runs": runs,
-                         "failures": failures, "skipped": skipped, "running": running})
+            jobs.append({"name": job.name, "interval": interval or job.interval,
+                         "paused": paused, "next_run": _iso(next_due),
+                         "last_run": _iso(last_run), "last_duration": duration,
+                         "last_error": error, "runs": runs, "failures": failures,
+                         "skipped": skipped, "running": running})
         return {"running": self.running, "is_runner": scheduler.holding, "runner": runner,
                 "scope": "deployment" if lease.shared else "process", "jobs": jobs}
 
@@ -1099,6 +1216,61 @@ class Ticker:
                          timeout, ", ".join(unfinished))
         return not unfinished
 
+    def _command_line(self) -> click.Group:
+        """``flask ticker``: see the deployment's jobs, or run one now.  It
+        never starts the ticker: a CLI command does not (see _autostart)."""
+        group = click.Group("ticker", help="See the deployment's jobs, or run one now.")
+
+        @group.command("list")
+        @click.option("--json", "as_json", is_flag=True, help="Print ticker.status() as JSON.")
+        def list_jobs(as_json: bool) -> None:
+            """One line per job: its interval, next run, last run, counts."""
+            status = self.status()
+            if as_json:
+                click.echo(json.dumps(status, indent=2))
+                return
+            runner = status["runner"]
+            click.echo(f"run by process {runner['pid']} on {runner['host']} since"
+                       f" {runner['since'][:19]} UTC" if runner else
+                       "no process runs the jobs now")
+            for job in status["jobs"]:
+                click.echo(_describe(job, time.time()))
+
+        @group.command("run")
+        @click.argument("name")
+        def run_job(name: str) -> None:
+            """Run the job NAME once, now, in this process, and record the run."""
+            job = self.get(name)
+            if job is None:
+                known = ", ".join(job.name for job in self.jobs) or "none"
+                raise click.UsageError(f"no job named {name!r}; the jobs are: {known}")
+            if next(row for row in self.status()["jobs"] if row["name"] == name)["running"]:
+                click.echo(f"job {name!r} is running in the deployment now: not run again",
+                           err=True)
+                raise SystemExit(1)
+            try:
+                result = self._scheduler.run_by_hand(job)
+            except BaseException:
+                click.echo(traceback.format_exc(), err=True, nl=False)
+                click.echo(f"job {name!r} failed after {job.last_duration:.3f} s", err=True)
+                raise SystemExit(1) from None
+            click.echo(f"job {name!r} ok in {job.last_duration:.3f} s, returned {result!r}")
+
+        return group
+
+    def _send(self, event: str, job: Job | None, **details: Any) -> None:
+        # Costs nothing where nobody listens; a receiver that raises is
+        # logged, and changes neither the run's figures nor the loop.
+        signal = _SIGNALS[event]
+        app = self._app
+        if not signal.receivers or app is None:
+            return
+        try:
+            with app.app_context():
+                signal.send(app, job=job, **details)
+        except Exception:
+            self.log.exception("a receiver of flask_ticker.%s raised", signal.name)
+
     def submit_task(self, label: str, run: Callable[[], None],
                     cancel: Callable[[], Any]) -> None:
         """Queue a task of `run_in_background` on the task pool."""
@@ -1142,13 +1314,13 @@ class Ticker:
         where = _where_served()
         if enabled is False or where == "watcher":
             why = "TICKER_ENABLED is False" if enabled is False else "the reloader's watcher"
+        elif where == "cli":
+            why = "a CLI command serves no requests (call ticker.start() in it to run jobs)"
         elif enabled is None and app.config.get("TESTING"):
             why = "TESTING is set (set TICKER_ENABLED = True to run jobs in tests)"
         elif enabled or where == "serving":
             self._start_safely()
             why = None
-        elif where == "cli":
-            why = "a CLI command serves no requests (call ticker.start() in it to run jobs)"
         else:
             self._start_on_request = True
             why = "it starts at the first request, if this process serves one"
@@ -1227,6 +1399,7 @@ def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) ->
         except BaseException as exc:  # the task's, or a teardown's
             ticker.log.exception("background task %r failed", name)
             future.set_exception(exc)
+            ticker._send("task_failed", None, func=func, exception=exc)
         else:
             future.set_result(result)
 

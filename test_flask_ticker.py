@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import gc
 import json
@@ -27,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from flask import Flask, current_app, g, has_request_context
+from flask import Flask, current_app, g, has_app_context, has_request_context
 
 import flask_ticker
 from flask_ticker import Job, Ticker, run_in_background
@@ -987,7 +988,8 @@ def test_running_a_job_with_no_app_bound_says_how_to_bind_one():
 
 
 def test_the_module_declares_its_public_surface():
-    assert flask_ticker.__all__ == ["Ticker", "Job", "run_in_background"]
+    assert flask_ticker.__all__ == ["Ticker", "Job", "run_in_background", "job_started",
+                                    "job_finished", "job_failed", "job_skipped", "task_failed"]
     assert isinstance(flask_ticker.__version__, str)
 
 
@@ -1530,4 +1532,128 @@ def test_a_fault_in_the_scheduler_itself_is_logged_critical_and_the_loop_goes_on
     [record] = [r for r in caplog.records if r.levelno == logging.CRITICAL]
     assert "scheduler failed" in record.getMessage() and record.exc_info[0] is RuntimeError
     assert ticker.running
+    assert ticker.stop(WAIT)
+
+
+# -- 13. operating it: signals and the flask ticker command --
+
+def test_each_signal_fires_once_per_event_with_its_arguments(app, ticker, clock):
+    seen = []
+
+    def receiver(name):
+        def receive(sender, **kwargs):
+            seen.append((name, sender, has_app_context(), kwargs))
+        return receive
+
+    receivers = {name: receiver(name) for name in
+                 ("job_started", "job_finished", "job_failed", "job_skipped", "task_failed")}
+    for name, receive in receivers.items():
+        getattr(flask_ticker, name).connect(receive)
+    try:
+        release = threading.Event()
+        ok = ticker.every(10, lambda: "done", name="ok")
+        bad = ticker.every(10, lambda: 1 / 0, name="bad")
+        slow = ticker.every(10, lambda: release.wait(WAIT), name="slow")
+        started(ticker, clock, wait_for_runs=False)
+        settle(ok, bad)
+        clock.advance(10)  # slow is still running: a skip
+        release.set()
+        settle(ok, bad, slow)
+        with app.app_context():
+            run_in_background(lambda: {}["missing"]).exception(WAIT)
+        wait_until(lambda: any(name == "task_failed" for name, *_ in seen))
+    finally:
+        for name, receive in receivers.items():
+            getattr(flask_ticker, name).disconnect(receive)
+    assert all(sender is app and in_context for _, sender, in_context, _ in seen)
+    events = [(name, kwargs["job"].name if kwargs["job"] else None) for name, _, _, kwargs in seen]
+    assert events.count(("job_started", "ok")) == 2 and events.count(("job_finished", "ok")) == 2
+    assert events.count(("job_failed", "bad")) == 2 and ("job_skipped", "slow") in events
+    finished = next(k for n, _, _, k in seen if n == "job_finished")
+    assert finished["result"] == "done" and finished["duration"] >= 0
+    failed = next(k for n, _, _, k in seen if n == "job_failed")
+    assert isinstance(failed["exception"], ZeroDivisionError) and failed["duration"] >= 0
+    skipped = next(k for n, _, _, k in seen if n == "job_skipped")
+    assert "still running" in skipped["reason"]
+    task = next(k for n, _, _, k in seen if n == "task_failed")
+    assert isinstance(task["exception"], KeyError) and callable(task["func"])
+
+
+def test_a_receiver_that_raises_is_logged_and_changes_nothing(ticker, clock, caplog):
+    def broken(sender, **kwargs):
+        raise RuntimeError("receiver bug")
+
+    flask_ticker.job_finished.connect(broken)
+    try:
+        rec = Recorder(clock)
+        job = ticker.every(10, rec)
+        started(ticker, clock)
+        clock.advance(10)
+        settle(job)
+    finally:
+        flask_ticker.job_finished.disconnect(broken)
+    assert rec.calls == [1000.0, 1010.0] and (job.runs, job.failures) == (2, 0)
+    assert "a receiver of flask_ticker.job_finished raised" in caplog.text
+
+
+def test_the_extension_adds_no_url_rule(app):
+    before = [rule.rule for rule in app.url_map.iter_rules()]
+    Ticker(app)
+    assert [rule.rule for rule in app.url_map.iter_rules()] == before
+
+
+def test_flask_ticker_list_shows_each_job_and_json_shows_the_status(tmp_path):
+    app = locked_app(tmp_path, "listed")
+    ticker = Ticker(app)
+    ticker.every(3600, lambda: None, name="hourly")
+    ticker.every(60, lambda: 1 / 0, name="broken")
+    for job in ticker.jobs:
+        with contextlib.suppress(ZeroDivisionError):
+            ticker.get(job.name).run()
+    runner = app.test_cli_runner()
+    listed = runner.invoke(args=["ticker", "list"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[0] == "no process runs the jobs now"
+    assert lines[1].startswith("hourly  every 1h  not scheduled  ok 0s ago")
+    assert "broken  every 1m" in lines[2] and "failed 0s ago: ZeroDivisionError" in lines[2]
+    as_json = runner.invoke(args=["ticker", "list", "--json"])
+    assert json.loads(as_json.output)["jobs"] == ticker.status()["jobs"]
+    assert not ticker.running
+
+
+def test_flask_ticker_run_runs_the_job_and_says_how_it_went(tmp_path):
+    app = locked_app(tmp_path, "run")
+    ticker = Ticker(app)
+    ticker.every(3600, lambda: "fresh", name="refresh")
+    ticker.every(3600, lambda: 1 / 0, name="broken")
+    runner = app.test_cli_runner()
+    ok = runner.invoke(args=["ticker", "run", "refresh"])
+    assert ok.exit_code == 0 and "job 'refresh' ok" in ok.output and "'fresh'" in ok.output
+    assert ticker.status()["jobs"][0]["runs"] == 1  # recorded in the deployment state
+    bad = runner.invoke(args=["ticker", "run", "broken"])
+    assert bad.exit_code == 1 and "ZeroDivisionError" in bad.output
+    unknown = runner.invoke(args=["ticker", "run", "nope"])
+    assert unknown.exit_code == 2 and "the jobs are: refresh, broken" in unknown.output
+    assert "Traceback" not in unknown.output
+    missing = runner.invoke(args=["ticker", "run"])
+    assert missing.exit_code == 2 and "Missing argument" in missing.output
+    assert not ticker.running
+
+
+def test_the_readmes_health_check_answers_503_until_the_jobs_have_run(tmp_path):
+    readme = (HERE / "README.md").read_text()
+    view = readme.split('```python\n@app.get("/healthz")')[1].split("```")[0]
+    app = locked_app(tmp_path, "healthy", TICKER_ENABLED=False)  # started below
+    ticker = Ticker(app)
+    ticker.every(3600, lambda: None, name="hourly")
+    exec('@app.get("/healthz")' + view, {"app": app, "ticker": ticker, "datetime": datetime,
+                                         "timezone": timezone, "timedelta": timedelta,
+                                         "login_required": lambda view: view})
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 503  # nothing runs the jobs
+    ticker.start()
+    wait_until(lambda: client.get("/healthz").status_code == 200)
+    ticker.every(3600, lambda: None, name="never_ran", run_now=False)
+    wait_until(lambda: client.get("/healthz").get_json() == {"ok": False, "stale": ["never_ran"]})
     assert ticker.stop(WAIT)
