@@ -18,22 +18,25 @@ after the response, without cron, a job store or a scheduler package::
         run_in_background(send_welcome_mail, request.form["email"])
         return "ok"
 
-Each run happens in a fresh app context on a small pool of daemon threads.
-Runs follow a fixed-rate grid on ``time.monotonic()``: they do not drift,
-do not overlap, and runs missed while the process slept coalesce into one.
-A failing run is logged (logger ``flask_ticker``) with its traceback, or in
-one line if it failed the same way last time, and the job keeps its
-schedule.  ``ticker.stop()`` runs at interpreter exit and waits up to
+Jobs run only where the app is served: never in a CLI command, a script
+that builds the app, or a test suite with ``TESTING`` set.  Each run happens
+in a fresh app context on a small pool of daemon threads.  Runs follow a
+fixed-rate grid on ``time.monotonic()``: they do not drift, do not overlap,
+and runs missed while the process slept coalesce into one.  A failing run is
+logged (through ``app.logger``) with its traceback, or in one line if it
+failed the same way last time, and the job keeps its schedule.
+``ticker.stop()`` runs at interpreter exit and waits up to
 ``TICKER_SHUTDOWN_TIMEOUT`` for work already started.
 
 Several processes serving one app (gunicorn workers) share a lease, by
 default a lock file in the instance folder: only its holder runs the jobs,
 and it keeps the deployment's state beside it, so that a takeover or a
-restart continues each job's schedule and ``ticker.status()`` reads the same
-in every process.
+restart continues each job's schedule, and ``ticker.status()`` and
+``flask ticker list`` read the same in every process.
 
-Limits: intervals only, no cron syntax; no retry (a run that throws waits
-for its next tick).  A ticker serves one app at a time.
+Limits: intervals only, no wall-clock times ("at 03:00") yet; no retry (a
+run that throws waits for its next tick); one host (the lease is a local
+lock file).  A ticker serves one app at a time.
 
 The file reads top to bottom: the scheduler core (`Job`, `_Scheduler`),
 which knows no files or servers; the lease-and-state interface and its
@@ -1666,7 +1669,7 @@ def _utc(wall: float | None) -> datetime | None:
 
 
 def _iso(wall: float | None) -> str | None:
-    return None if wall is None else datetime.fromtimestamp(wall, timezone.utc).isoformat()
+    return None if wall is None else _utc(wall).isoformat()
 
 
 def _seconds(s: float) -> str:

@@ -1119,15 +1119,19 @@ def saved(ticker: Ticker, clock: FakeClock, *jobs: Job) -> None:
     clock.advance(0.5)
 
 
-def test_a_restart_soon_after_a_run_does_not_run_the_job_again(tmp_path):
-    clock = FakeClock()
+def ran_once_and_stopped(tmp_path: Path, clock: FakeClock, rec: Recorder) -> None:
+    """A deployment that ran the 60 s job 'sync' at 1000, then stopped cleanly."""
     first = deployment(tmp_path, clock)
-    rec = Recorder(clock)
     first.every(60, rec, name="sync")
     clock.advance(0)
     saved(first, clock, first.get("sync"))
     assert first.stop(WAIT) and rec.calls == [1000.0]
 
+
+def test_a_restart_soon_after_a_run_does_not_run_the_job_again(tmp_path):
+    clock = FakeClock()
+    rec = Recorder(clock)
+    ran_once_and_stopped(tmp_path, clock, rec)
     clock.now += 1  # the deploy takes a second
     second = deployment(tmp_path, clock)
     job = second.every(60, rec, name="sync")
@@ -1143,12 +1147,8 @@ def test_a_restart_soon_after_a_run_does_not_run_the_job_again(tmp_path):
 
 def test_a_restart_after_missed_ticks_runs_the_job_once_at_once(tmp_path):
     clock = FakeClock()
-    first = deployment(tmp_path, clock)
     rec = Recorder(clock)
-    first.every(60, rec, name="sync")
-    clock.advance(0)
-    saved(first, clock, first.get("sync"))
-    assert first.stop(WAIT)
+    ran_once_and_stopped(tmp_path, clock, rec)
 
     clock.now += 5 * 60  # down for five ticks
     second = deployment(tmp_path, clock)
