@@ -260,13 +260,15 @@ class Job:
         (self._last_due, self._last_run, self._last_duration, self._last_error,
          self._runs, self._failures, self._skipped) = history
 
-    def _redeclare(self, func: Callable[..., Any], interval: float, run_now: bool,
-                   args: tuple, kwargs: Mapping[str, Any]) -> None:
-        self._func, self._interval, self._run_now = func, interval, run_now
-        self._args, self._kwargs = args, kwargs
+    def _redeclare(self, other: Job) -> None:
+        self._func, self._interval, self._run_now = other._func, other._interval, other._run_now
+        self._args, self._kwargs = other._args, other._kwargs
 
-    def _same_function(self, func: Callable[..., Any]) -> bool:
-        return _identity(func) == _identity(self._func)
+    def _declares_the_same_function(self, other: Job) -> bool:
+        return _identity(other._func) == _identity(self._func)
+
+    def _first_due(self, now: float, origin: float | None, crashed: bool) -> tuple[float, int]:
+        return _first_due(self._interval, self._run_now, now, origin, self._last_due, crashed)
 
     def __repr__(self) -> str:
         due = self._scheduler.next_due(self)
@@ -335,13 +337,13 @@ class _Scheduler:
                 self.jobs[job.name] = job
                 if self.holding:
                     self._plan(job, self._unclaimed.pop(job.name, None))
-            elif not known._same_function(job._func):
+            elif not known._declares_the_same_function(job):
                 raise ValueError(
                     f"every(): a job named {job.name!r} is already registered on this"
                     " ticker with another function; pass name= to register another")
             else:  # the same declaration again: an app factory called twice
                 moved = known.interval != job.interval
-                known._redeclare(job._func, job.interval, job._run_now, job._args, job._kwargs)
+                known._redeclare(job)
                 job = known
                 if moved and self.holding:
                     self._plan(job, [None, None, *job._history()])
@@ -489,10 +491,9 @@ class _Scheduler:
             interval, origin = saved[0], saved[1]
             job._adopt(saved[2:9])
             if interval != job.interval:  # declared anew: a new grid from its last run
-                origin = job._last_due
+                origin = saved[2]
         now, wall = self.clock(), self.wall()
-        origin, index = _first_due(job.interval, job._run_now, wall, origin, job._last_due,
-                                   self._crashed)
+        origin, index = job._first_due(wall, origin, self._crashed)
         self._push(job, origin - wall + now, index)
         self._dirty = True
 
@@ -1280,6 +1281,9 @@ class Ticker:
         self._check_pid()
         self._task_pool.submit(label, run, cancel)
 
+    def _stop_at_exit(self) -> None:
+        self.stop(self._shutdown_timeout)
+
     def _forked(self, child: bool) -> None:
         # A preforking master (gunicorn --preload) loads the app, then forks
         # workers and serves nothing itself, and threads do not survive a
@@ -1434,7 +1438,7 @@ _tickers: weakref.WeakSet[Ticker] = weakref.WeakSet()
 @atexit.register
 def _stop_at_exit() -> None:
     for ticker in list(_tickers):
-        ticker.stop(ticker._shutdown_timeout)
+        ticker._stop_at_exit()
 
 
 def _drain_on_sigterm() -> None:
