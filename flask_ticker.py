@@ -312,6 +312,8 @@ class _Scheduler:
         # Guards jobs, the heap, the plans and the running set.  Never held
         # while user code runs or while the lease does I/O.
         self._lock = threading.Lock()
+        # One save at a time: the thread's, stop()'s and a pass by hand.
+        self._saving = threading.Lock()
         self.wakeup = threading.Event()
         # _plans keeps each job's live entry; the heap may also hold entries
         # that were replaced since, and drops them when they come up.
@@ -356,10 +358,12 @@ class _Scheduler:
                 del self.jobs[job.name]
                 self._paused.discard(job)
                 self._plans.pop(job, None)
+        self._mark_dirty()
 
     def pause(self, job: Job) -> None:
         with self._lock:
-            self._paused.add(job)
+            if self.jobs.get(job.name) is job:
+                self._paused.add(job)
         self._mark_dirty()
 
     def resume(self, job: Job) -> None:
@@ -442,8 +446,11 @@ class _Scheduler:
             self._dirty = True
             offset = self.wall() - now
             for job, due in start:
-                self.submit(job.name, functools.partial(self._run, job, due + offset),
-                            functools.partial(self._running.discard, job))
+                try:
+                    self.submit(job.name, functools.partial(self._run, job, due + offset),
+                                functools.partial(self._running.discard, job))
+                except RuntimeError:  # the pool was closed meanwhile: a stop
+                    self._running.discard(job)
         return delay
 
     def _run(self, job: Job, due: float) -> None:
@@ -464,17 +471,14 @@ class _Scheduler:
         """Run ``job`` now in this thread, and record it in the deployment
         state: as the runner, if no process is, else beside it."""
         took = not self.holding and self._take(None, block=False)
-        started, error = self.wall(), None
+        started, runs = self.wall(), job.runs
         try:
             return self.run_here(job)
-        except BaseException as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            raise
         finally:
             if took:
                 self.leave()
-            elif not self.holding:
-                self.lease.record(job.name, [started, job.last_duration, error])
+            elif not self.holding and job.runs > runs:  # it did run
+                self.lease.record(job.name, [started, job.last_duration, job.last_error])
 
     def _push(self, job: Job, origin: float, index: int) -> None:
         # At index 0 the origin itself, not an equal float: one object less
@@ -514,7 +518,12 @@ class _Scheduler:
                 target=_loop, args=(weakref.ref(self), self.wakeup),
                 name="flask-ticker", daemon=True)
         # The first pass runs here: run_now jobs need not wait for the thread.
-        self.tick(thread, first=True)
+        try:
+            self.tick(thread, first=True)
+        except BaseException:
+            with self._lock:
+                self._thread = None
+            raise
         thread.start()
 
     def tick(self, thread: threading.Thread | None, first: bool = False) -> float | None:
@@ -539,7 +548,11 @@ class _Scheduler:
 
     def _take(self, thread: threading.Thread | None, block: bool) -> bool:
         """Try to become the runner; on success, plan every job."""
-        self._waiting = block
+        with self._lock:  # so that stop() sees either a stop or a wait, never neither
+            if thread is not None and not self.owns(thread):
+                return False
+            self._waiting = block
+        taken, state = False, None
         try:
             taken = self.lease.take(block)
             state = self.lease.load() if taken else None
@@ -548,7 +561,8 @@ class _Scheduler:
                 self._said_why = True
                 self.log.exception("cannot take the lock (TICKER_LOCK); trying again"
                                    " every %ss", self.retry)
-            self._release()
+            if taken:
+                self._release()
             return False
         finally:
             self._waiting = False
@@ -557,19 +571,24 @@ class _Scheduler:
             self.log.info("process %d does not run the jobs: another process holds the"
                           " lock (TICKER_LOCK), and this one takes over if it stops",
                           os.getpid())
-        with self._lock:
-            if taken and (thread is None or self.owns(thread)):  # not stopped meanwhile
-                saved = state["jobs"] if state else {}
-                self._crashed = bool(state and state["runner"])
-                self._folded = state["folded"] if state else 0.0
-                for job in self.jobs.values():
-                    self._plan(job, saved.pop(job.name, None))
-                self._unclaimed = saved
-                self.holding = True
-                self._said_why = False
-                self._renew_at = self.clock() + self.lease.renew_every
-                self.log.info("process %d runs the jobs", os.getpid())
-                return True
+        try:
+            with self._lock:
+                if taken and (thread is None or self.owns(thread)):  # not stopped meanwhile
+                    saved = state["jobs"] if state else {}
+                    self._crashed = bool(state and state["runner"])
+                    self._folded = state["folded"] if state else 0.0
+                    for job in self.jobs.values():
+                        self._plan(job, saved.pop(job.name, None))
+                    self._unclaimed = saved
+                    self.holding = True
+                    self._said_why = False
+                    self._renew_at = self.clock() + self.lease.renew_every
+        except Exception:  # a state file of another shape: say so, and take nothing
+            self.log.exception("cannot plan the jobs from the state beside TICKER_LOCK")
+            self._unplan_all()
+        if self.holding:
+            self.log.info("process %d runs the jobs", os.getpid())
+            return True
         if taken:
             self._release()
         return False
@@ -605,21 +624,24 @@ class _Scheduler:
         """Stop starting runs and end the thread; a run in progress goes on."""
         with self._lock:
             thread, self._thread = self._thread, None
+            waiting = self._waiting
         self.wakeup.set()
         # A thread blocked on the lease cannot be woken; it lets go of the
         # lease itself if it ever gets it.
         # A thread start() has not started yet (a run_now job of its first
         # pass stops the ticker) ends at its first look.
         if thread is not None and thread.ident is not None \
-                and thread is not threading.current_thread() and not self._waiting:
-            thread.join()  # prompt: the loop never runs user code
+                and thread is not threading.current_thread() and not waiting:
+            thread.join()  # prompt: the loop runs no job (job_skipped receivers aside)
 
     def leave(self) -> None:
         """Once the runs have finished: save, then release the lease."""
         if self.holding:
-            self.save(runner=False)
-            self._unplan_all()
-            self._release()
+            try:
+                self.save(runner=False)
+            finally:
+                self._unplan_all()
+                self._release()
 
     def forget_parent(self) -> None:
         """In a forked child: drop the parent's lease and threads."""
@@ -642,6 +664,15 @@ class _Scheduler:
         if not self.lease.shared:
             return
         self._saved_at = self.clock()
+        with self._saving:
+            try:
+                self._save(runner, changed)
+            except Exception:
+                self._dirty = True
+                self.log.exception("cannot save the jobs' state beside TICKER_LOCK;"
+                                   " trying again in %ss", _SAVE_EVERY)
+
+    def _save(self, runner: bool, changed: bool) -> None:
         if changed:  # runs made by hand meanwhile join the history
             for name, started, duration, error in self.lease.runs(self._folded):
                 job = self.jobs.get(name)
@@ -662,13 +693,8 @@ class _Scheduler:
                 yield job.name, [job.interval, origin, *job._history(), due,
                                  job in self._running, paused]
             yield from unclaimed  # another version's jobs, kept for when it runs again
-        try:
-            self.lease.save(_runner() if runner else None, rows() if changed else None,
-                            self._folded)
-        except Exception:
-            self._dirty = True
-            self.log.exception("cannot save the jobs' state beside TICKER_LOCK;"
-                             " trying again in %ss", _SAVE_EVERY)
+        self.lease.save(_runner() if runner else None, rows() if changed else None,
+                        self._folded)
 
 
 class _Entry(tuple):
@@ -812,7 +838,8 @@ class _LockFile(_Lease):
     leaves a stale lock, and a process blocked on it takes over at once.
     Beside it, ``name.lock.state`` holds a JSON line naming its fields, then
     one per job; ``name.lock.runner`` names the process that runs the jobs,
-    and a clean stop removes it.  A
+    and a clean stop removes it; ``name.lock.runs`` notes runs made by hand
+    (flask ticker run) beside a runner, until the runner has taken them in.  A
     forked child shares its parent's open files, so it closes its copies
     (`forget`) rather than unlocking.
     """
@@ -930,9 +957,14 @@ class _LockFile(_Lease):
     def _replace(self, suffix: str, lines: Iterable[str]) -> None:
         # By rename, so that a reader never sees half a file.
         temp = f"{self.path}{suffix}.{os.getpid()}"
-        with open(self._open(temp, os.O_TRUNC), "w", encoding="utf-8") as file:
-            file.writelines(lines)
-        os.replace(temp, self.path + suffix)
+        try:
+            with open(self._open(temp, os.O_TRUNC), "w", encoding="utf-8") as file:
+                file.writelines(lines)
+            os.replace(temp, self.path + suffix)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
 
 
 def _describe(job: dict, now: float) -> str:
@@ -970,7 +1002,8 @@ def _runner() -> dict:
 # -- the Flask extension, and where it runs --
 
 class Ticker:
-    """Runs `Job` s on one daemon thread for one Flask app.
+    """Schedules `Job` s on one daemon thread for one Flask app, and runs
+    them, and background tasks, on bounded pools of worker threads.
 
     ``Ticker(app)`` or ``Ticker()`` then ``init_app(app)``.  ``clock`` is
     the monotonic time source and ``wall_clock`` the wall clock, both in
@@ -1108,7 +1141,7 @@ class Ticker:
                 self.every(seconds, f, name=name, run_now=run_now, args=args, kwargs=kwargs)
                 return f
             return register
-        _check_callable(func, f"every(): func for job {name!r}")
+        _check_callable(func, f"every(): func for job {label!r}")
         name = _name(func) if name is None else name
         if not isinstance(name, str) or not name:
             raise TypeError(f"every(): name must be a non-empty str, got {name!r}")
@@ -1133,8 +1166,11 @@ class Ticker:
         """The deployment's jobs as the process that runs them last saved
         them (at most about a second behind), as JSON-ready data.
 
-        ``{"running", "is_runner", "runner", "scope", "jobs": [...]}``: see
-        the README.  With no shared state (``TICKER_LOCK = False`` or a
+        ``{"running": this process's thread runs, "is_runner": it runs the
+        jobs, "runner": {"pid", "host", "since"} or None, "scope":
+        "deployment" or "process", "jobs": [{"name", "interval", "paused",
+        "next_run", "last_run", "last_duration", "last_error", "runs",
+        "failures", "skipped", "running"}, ...]}``, times in ISO 8601 UTC.  With no shared state (``TICKER_LOCK = False`` or a
         custom lock) the figures are this process's: ``scope`` says which.
         """
         scheduler = self._scheduler
@@ -1151,6 +1187,7 @@ class Ticker:
                                           scheduler.next_due(job), job.running, job.paused]
             interval, _, _, last_run, duration, error, runs, failures, skipped, \
                 next_due, running, paused = row
+            running = running and (runner is not None or job.running)  # not a crashed one's
             jobs.append({"name": job.name, "interval": interval or job.interval,
                          "paused": paused, "next_run": _iso(next_due),
                          "last_run": _iso(last_run), "last_duration": duration,
@@ -1168,6 +1205,9 @@ class Ticker:
         ``clock`` calls it instead of `start`, to step through time.
         """
         self._check_pid()
+        if self.app is None:
+            raise RuntimeError("Ticker.run_pending() needs an app: pass it to Ticker(app)"
+                               " or call ticker.init_app(app) first")
         return self._scheduler.tick(None)
 
     # -- starting and stopping --
@@ -1216,8 +1256,9 @@ class Ticker:
         unfinished = [f"job {n!r}" for n in self._job_pool.shutdown(deadline)]
         unfinished += [f"task {n!r}" for n in self._task_pool.shutdown(deadline)]
         if unfinished:
-            self.log.error("ticker stopped after %ss with work unfinished: %s",
-                         timeout, ", ".join(unfinished))
+            self.log.error("ticker stopped with work unfinished after %s: %s",
+                           "no time limit" if timeout is None else f"{timeout}s",
+                           ", ".join(unfinished))
         return not unfinished
 
     def _command_line(self) -> click.Group:
@@ -1256,7 +1297,6 @@ class Ticker:
                 result = self._scheduler.run_by_hand(job)
             except BaseException:
                 click.echo(traceback.format_exc(), err=True, nl=False)
-                click.echo(f"job {name!r} failed after {job.last_duration:.3f} s", err=True)
                 raise SystemExit(1) from None
             click.echo(f"job {name!r} ok in {job.last_duration:.3f} s, returned {result!r}")
 
@@ -1265,15 +1305,15 @@ class Ticker:
     def _send(self, event: str, job: Job | None, **details: Any) -> None:
         # Costs nothing where nobody listens; a receiver that raises is
         # logged, and changes neither the run's figures nor the loop.
-        signal = _SIGNALS[event]
+        sent = _SIGNALS[event]
         app = self._app
-        if not signal.receivers or app is None:
+        if not sent.receivers or app is None:
             return
         try:
             with app.app_context():
-                signal.send(app, job=job, **details)
+                sent.send(app, job=job, **details)
         except Exception:
-            self.log.exception("a receiver of flask_ticker.%s raised", signal.name)
+            self.log.exception("a receiver of flask_ticker.%s raised", sent.name)
 
     def submit_task(self, label: str, run: Callable[[], None],
                     cancel: Callable[[], Any]) -> None:
@@ -1354,7 +1394,6 @@ class Ticker:
     def _note_request(self) -> None:
         self._served = True
         if self._start_on_request:
-            self._start_on_request = False
             self._start_safely()
 
     def _start_safely(self) -> None:
@@ -1368,7 +1407,7 @@ class Ticker:
             self.log.error(
                 "no job runs in process %d: the lock file %s cannot be used (%s: %s)."
                 " Make its folder writable by this process, or set TICKER_LOCK to a path"
-                " that is", os.getpid(), exc.filename or self.app.config["TICKER_LOCK"],
+                " it can write", os.getpid(), exc.filename or self.app.config["TICKER_LOCK"],
                 type(exc).__name__, exc.strerror or exc)
         except Exception:
             self.log.exception("no job runs in process %d: the ticker failed to start",
@@ -1582,7 +1621,21 @@ class _Pool:
 
     def reopen(self) -> None:
         with self._lock:
+            if not self.closed:
+                return
             self.closed = False
+            # The exit notes that shutdown left for workers busy past its
+            # deadline: those workers serve again instead.
+            kept = []
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    kept.append(item)
+            for item in kept:
+                self._queue.put(item)
 
     def shutdown(self, deadline: float | None) -> list[str]:
         """Close, and let the workers drain the queue until ``deadline``

@@ -1657,3 +1657,24 @@ def test_the_readmes_health_check_answers_503_until_the_jobs_have_run(tmp_path):
     ticker.every(3600, lambda: None, name="never_ran", run_now=False)
     wait_until(lambda: client.get("/healthz").get_json() == {"ok": False, "stale": ["never_ran"]})
     assert ticker.stop(WAIT)
+
+
+def test_a_restart_after_a_stop_that_timed_out_still_runs_jobs(app):
+    app.config["TICKER_MAX_WORKERS"] = 1
+    ticker = Ticker(app)
+    release, later = threading.Event(), []
+    ticker.every(3600, lambda: release.wait(WAIT), name="hung")
+    ticker.start()
+    wait_until(lambda: ticker.get("hung").running)
+    assert ticker.stop(timeout=0.05) is False  # the hung run outlives it
+    ticker.get("hung").cancel()
+    ticker.every(3600, lambda: later.append(1), name="later")
+    ticker.start()
+    release.set()  # the one worker finishes the old run, then takes the new
+    wait_until(lambda: later == [1])
+    assert ticker.stop(WAIT)
+
+
+def test_run_pending_without_an_app_says_how_to_bind_one():
+    with pytest.raises(RuntimeError, match="run_pending\\(\\) needs an app"):
+        Ticker().run_pending()
