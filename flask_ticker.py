@@ -324,6 +324,7 @@ class _Scheduler:
         self._waiting = False  # the thread is blocked in lease.take(block=True)
         self._said_why = False  # why it does not run the jobs, or why it cannot
         self.holding = False
+        self.runner: dict | None = None  # this process, while it holds the lease
         self._unclaimed: dict[str, list] = {}  # saved jobs not registered (yet)
         self._crashed = False  # the last holder left without saving
         self._folded = 0.0     # runs by hand up to this wall time are in the history
@@ -581,6 +582,7 @@ class _Scheduler:
                         self._plan(job, saved.pop(job.name, None))
                     self._unclaimed = saved
                     self.holding = True
+                    self.runner = _runner()  # since now, for every save and status
                     self._said_why = False
                     self._renew_at = self.clock() + self.lease.renew_every
         except Exception:  # a state file of another shape: say so, and take nothing
@@ -693,7 +695,7 @@ class _Scheduler:
                 yield job.name, [job.interval, origin, *job._history(), due,
                                  job in self._running, paused]
             yield from unclaimed  # another version's jobs, kept for when it runs again
-        self.lease.save(_runner() if runner else None, rows() if changed else None,
+        self.lease.save(self.runner if runner else None, rows() if changed else None,
                         self._folded)
 
 
@@ -1178,7 +1180,7 @@ class Ticker:
         state = lease.load() if lease.shared else None
         saved = state["jobs"] if state else {}
         if scheduler.holding or not lease.shared:
-            runner = _runner() if scheduler.holding else None
+            runner = scheduler.runner if scheduler.holding else None
         else:
             runner = state["runner"] if state and state["runner"] and lease.holder() else None
         jobs = []

@@ -1212,6 +1212,7 @@ def test_status_reads_the_same_in_a_process_that_does_not_run_the_jobs(tmp_path)
     mine, theirs = runner.status(), other.status()
     assert mine["is_runner"] and not theirs["is_runner"]
     assert mine["jobs"] == theirs["jobs"]
+    assert mine["runner"] == theirs["runner"] == runner.status()["runner"]  # since it took over
     assert theirs["runner"]["pid"] == os.getpid() and theirs["scope"] == "deployment"
     sync = theirs["jobs"][0]
     assert (sync["name"], sync["runs"], sync["running"]) == ("sync", 1, False)
