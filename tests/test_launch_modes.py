@@ -311,8 +311,10 @@ def test_a_run_now_false_job_runs_on_time_however_often_the_app_restarts(serve):
         server.wait_until_serving()
         time.sleep(1)
         server.stop()
+    # Without a recorded first due time it would never run: each restart
+    # would push it back.  The slack is for gunicorn start-ups on a busy machine.
     first = server.runs()[0].at
-    assert launched + 3 - 0.1 <= first <= launched + 3 + 3, first - launched
+    assert launched + 3 - 0.1 <= first <= launched + 3 + 5, first - launched
 
 
 def test_a_restart_waits_for_a_recent_run_and_runs_an_overdue_job_at_once(serve):
