@@ -329,7 +329,7 @@ class _Scheduler:
         self._crashed = False  # the last holder left without saving
         self._folded = 0.0     # runs by hand up to this wall time are in the history
         self._dirty = False    # history changed since the last save
-        self._saved_at = self._renew_at = -math.inf  # monotonic
+        self._saved_at = -math.inf  # monotonic
 
     # -- what Job and Ticker ask of it --
 
@@ -528,13 +528,11 @@ class _Scheduler:
         thread.start()
 
     def tick(self, thread: threading.Thread | None, first: bool = False) -> float | None:
-        """Keep the lease, run what is due and save what changed; return how
-        long the thread may sleep (None: until woken).  ``thread`` is the
-        scheduler thread, or None for a pass made by hand."""
+        """Take the lease if need be, run what is due and save what changed;
+        return how long the thread may sleep (None: until woken).  ``thread``
+        is the scheduler thread, or None for a pass made by hand."""
         block = self.lease.blocks and thread is not None and not first
         if not self.holding and not self._take(thread, block):
-            return self.retry
-        if self.clock() >= self._renew_at and not self._renew():
             return self.retry
         if thread is not None and not self.owns(thread):
             return None  # stop() came first; the loop sees it next
@@ -543,9 +541,10 @@ class _Scheduler:
             return delay  # the thread saves, as soon as it starts
         if self._dirty and self.clock() >= self._saved_at + _SAVE_EVERY:
             self.save()
-        save = self._saved_at + _SAVE_EVERY - self.clock() if self._dirty else None
-        waits = (delay, save, self._renew_at - self.clock())
-        return min((w for w in waits if w is not None and w < math.inf), default=None)
+        if not self._dirty:
+            return delay
+        save = self._saved_at + _SAVE_EVERY - self.clock()
+        return save if delay is None else min(delay, save)
 
     def _take(self, thread: threading.Thread | None, block: bool) -> bool:
         """Try to become the runner; on success, plan every job."""
@@ -584,7 +583,6 @@ class _Scheduler:
                     self.holding = True
                     self.runner = _runner()  # since now, for every save and status
                     self._said_why = False
-                    self._renew_at = self.clock() + self.lease.renew_every
         except Exception:  # a state file of another shape: say so, and take nothing
             self.log.exception("cannot plan the jobs from the state beside TICKER_LOCK")
             self._unplan_all()
@@ -595,26 +593,11 @@ class _Scheduler:
             self._release()
         return False
 
-    def _renew(self) -> bool:
-        try:
-            kept = self.lease.renew()
-        except Exception:
-            self.log.exception("cannot renew the lease (TICKER_LOCK)")
-            kept = False
-        if kept:
-            self._renew_at = self.clock() + self.lease.renew_every
-        else:
-            self.log.warning("process %d lost the lease: it starts no runs until it takes"
-                           " it again", os.getpid())
-            self._unplan_all()
-        return kept
-
     def _unplan_all(self) -> None:
         with self._lock:
             self.holding = False
             self._heap.clear()
             self._plans.clear()
-            self._renew_at = -math.inf
 
     def _release(self) -> None:
         try:
@@ -674,6 +657,15 @@ class _Scheduler:
                 self.log.exception("cannot save the jobs' state beside TICKER_LOCK;"
                                    " trying again in %ss", _SAVE_EVERY)
 
+    def row(self, job: Job, offset: float) -> list:
+        """The job's row of the deployment state; ``offset`` is wall minus
+        monotonic time."""
+        plan = self._plans.get(job)
+        paused = job in self._paused
+        return [job.interval, None if plan is None else plan[2] + offset, *job._history(),
+                None if plan is None or paused else plan[0] + offset,
+                job in self._running, paused]
+
     def _save(self, runner: bool, changed: bool) -> None:
         if changed:  # runs made by hand meanwhile join the history
             for name, started, duration, error in self.lease.runs(self._folded):
@@ -688,12 +680,7 @@ class _Scheduler:
 
         def rows() -> Iterator[tuple[str, list]]:
             for job in jobs:
-                plan = self._plans.get(job)
-                origin = None if plan is None else plan[2] + offset
-                paused = job in self._paused
-                due = None if plan is None or paused else plan[0] + offset
-                yield job.name, [job.interval, origin, *job._history(), due,
-                                 job in self._running, paused]
+                yield job.name, self.row(job, offset)
             yield from unclaimed  # another version's jobs, kept for when it runs again
         self.lease.save(self.runner if runner else None, rows() if changed else None,
                         self._folded)
@@ -756,9 +743,9 @@ def _loop(ref: weakref.ref[_Scheduler], wakeup: threading.Event) -> None:
 class _Lease:
     """Who of several processes runs the jobs, and what they all remember.
 
-    A process takes the lease to become the runner, renews it every
-    ``renew_every`` seconds if it expires (`renew` says whether it is still
-    held), and releases it when it stops.  The runner saves the deployment
+    A process takes the lease to become the runner and releases it when it
+    stops; none of these expires, so none is renewed (a lease that expires,
+    such as one in Redis, would add that).  The runner saves the deployment
     state; any process loads it.
     The state is ``{"runner": {...} or None, "jobs": {name: [interval,
     origin, *history, next_due, running, paused]}, "folded": t}``, times on
@@ -770,7 +757,6 @@ class _Lease:
 
     shared = True
     blocks = False  # take(block=True) waits until the lease is free
-    renew_every = math.inf
     log = logger
 
     def check(self) -> None:
@@ -778,9 +764,6 @@ class _Lease:
 
     def take(self, block: bool) -> bool:
         raise NotImplementedError
-
-    def renew(self) -> bool:
-        return True
 
     def release(self) -> None:
         pass
@@ -1183,10 +1166,9 @@ class Ticker:
             runner = scheduler.runner if scheduler.holding else None
         else:
             runner = state["runner"] if state and state["runner"] and lease.holder() else None
-        jobs = []
+        offset, jobs = scheduler.wall() - scheduler.clock(), []
         for job in self.jobs:
-            row = saved.get(job.name) or [job.interval, None, *job._history(),
-                                          scheduler.next_due(job), job.running, job.paused]
+            row = saved.get(job.name) or scheduler.row(job, offset)
             interval, _, _, last_run, duration, error, runs, failures, skipped, \
                 next_due, running, paused = row
             running = running and (runner is not None or job.running)  # not a crashed one's
