@@ -34,9 +34,11 @@ and it keeps the deployment's state beside it, so that a takeover or a
 restart continues each job's schedule, and ``ticker.status()`` and
 ``flask ticker list`` read the same in every process.
 
+Several hosts share a lease in Redis instead: ``TICKER_LOCK =
+"redis://host:6379/0"`` (``pip install flask-ticker[redis]``).
+
 Limits: intervals only, no wall-clock times ("at 03:00") yet; no retry (a
-run that throws waits for its next tick); one host (the lease is a local
-lock file).  A ticker serves one app at a time.
+run that throws waits for its next tick).  A ticker serves one app at a time.
 
 The file reads top to bottom: the scheduler core (`Job`, `_Scheduler`),
 which knows no files or servers; the lease-and-state interface and its
@@ -65,6 +67,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.parse
 import weakref
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -330,6 +333,8 @@ class _Scheduler:
         self._folded = 0.0     # runs by hand up to this wall time are in the history
         self._dirty = False    # history changed since the last save
         self._saved_at = -math.inf  # monotonic
+        # A lease with a TTL: when a renewal last worked, and when to renew.
+        self._renewed_at, self._renew_at = -math.inf, math.inf
 
     # -- what Job and Ticker ask of it --
 
@@ -536,15 +541,47 @@ class _Scheduler:
             return self.retry
         if thread is not None and not self.owns(thread):
             return None  # stop() came first; the loop sees it next
+        if not self._keep():
+            return self.retry
         delay = self.run_pending(self.clock())
         if first:
             return delay  # the thread saves, as soon as it starts
         if self._dirty and self.clock() >= self._saved_at + _SAVE_EVERY:
             self.save()
-        if not self._dirty:
-            return delay
-        save = self._saved_at + _SAVE_EVERY - self.clock()
-        return save if delay is None else min(delay, save)
+        wakes = [delay, self._renew_at - self.clock()]
+        if self._dirty:
+            wakes.append(self._saved_at + _SAVE_EVERY - self.clock())
+        wake = min(w for w in wakes if w is not None)
+        return None if wake == math.inf else wake
+
+    def _keep(self) -> bool:
+        """Renew a lease that expires, when it is time to; return whether
+        this process may still start runs.  It may not once renewals have
+        failed for a whole TTL since the last one that worked, on its own
+        clock, whether or not another process has the lease by then."""
+        ttl, now = self.lease.ttl, self.clock()
+        if ttl is None or now < self._renew_at:
+            return True
+        try:
+            kept: bool | None = self.lease.renew()
+        except _Outage:
+            kept = None
+        except Exception:
+            self.log.exception("cannot renew the lease (TICKER_LOCK)")
+            kept = None
+        if kept:
+            self._renewed_at, self._renew_at = now, now + ttl / 3
+            return True
+        expires = self._renewed_at + ttl
+        if kept is None and now < expires:
+            self._renew_at = min(now + min(self.retry, ttl / 3), expires)
+            return True
+        self.log.warning("process %d stops starting runs: %s", os.getpid(),
+                         "another process took its lease (TICKER_LOCK)" if kept is False
+                         else f"it could not renew its lease (TICKER_LOCK) within"
+                              f" TICKER_LOCK_TTL ({ttl}s)")
+        self._unplan_all()
+        return False
 
     def _take(self, thread: threading.Thread | None, block: bool) -> bool:
         """Try to become the runner; on success, plan every job."""
@@ -552,10 +589,14 @@ class _Scheduler:
             if thread is not None and not self.owns(thread):
                 return False
             self._waiting = block
-        taken, state = False, None
+        taken, state, before = False, None, self.clock()
         try:
             taken = self.lease.take(block)
             state = self.lease.load() if taken else None
+        except _Outage:
+            if taken:
+                self._release()
+            return False
         except Exception:
             if not self._said_why:  # once, not at every retry
                 self._said_why = True
@@ -583,6 +624,9 @@ class _Scheduler:
                     self.holding = True
                     self.runner = _runner()  # since now, for every save and status
                     self._said_why = False
+                    ttl = self.lease.ttl
+                    self._renewed_at = before
+                    self._renew_at = math.inf if ttl is None else before + ttl / 3
         except Exception:  # a state file of another shape: say so, and take nothing
             self.log.exception("cannot plan the jobs from the state beside TICKER_LOCK")
             self._unplan_all()
@@ -598,10 +642,13 @@ class _Scheduler:
             self.holding = False
             self._heap.clear()
             self._plans.clear()
+        self._renew_at = math.inf
 
     def _release(self) -> None:
         try:
             self.lease.release()
+        except _Outage:
+            pass  # the lease expires by itself
         except Exception:
             self.log.exception("cannot release the lease (TICKER_LOCK)")
 
@@ -652,6 +699,8 @@ class _Scheduler:
         with self._saving:
             try:
                 self._save(runner, changed)
+            except _Outage:
+                self._dirty = True
             except Exception:
                 self._dirty = True
                 self.log.exception("cannot save the jobs' state beside TICKER_LOCK;"
@@ -744,19 +793,21 @@ class _Lease:
     """Who of several processes runs the jobs, and what they all remember.
 
     A process takes the lease to become the runner and releases it when it
-    stops; none of these expires, so none is renewed (a lease that expires,
-    such as one in Redis, would add that).  The runner saves the deployment
-    state; any process loads it.
+    stops.  A lease with a ``ttl`` expires unless its holder renews it
+    within that many seconds (`renew`); the others never expire.  The
+    runner saves the deployment state; any process loads it.
     The state is ``{"runner": {...} or None, "jobs": {name: [interval,
     origin, *history, next_due, running, paused]}, "folded": t}``, times on
     the wall clock.  Runs made by hand outside the runner (`record`) are in
     the jobs' rows that `load` returns; the runner's history includes those
     up to ``folded``.
     ``shared`` is False where there is no state beyond this process.
+    A store that cannot be reached raises `_Outage`, having logged it.
     """
 
     shared = True
     blocks = False  # take(block=True) waits until the lease is free
+    ttl: float | None = None
     log = logger
 
     def check(self) -> None:
@@ -764,6 +815,10 @@ class _Lease:
 
     def take(self, block: bool) -> bool:
         raise NotImplementedError
+
+    def renew(self) -> bool:
+        """Extend a held lease by its ``ttl``; False if it was lost."""
+        return True
 
     def release(self) -> None:
         pass
@@ -791,6 +846,47 @@ class _Lease:
         return True
 
 
+class _Outage(ConnectionError):
+    """The lease's store cannot be reached.  The lease has logged it, once
+    for the whole outage, so whoever catches this need not."""
+
+
+# The state's fields, in the order of a row: the header names them, so that
+# a state written by another version is ignored, not misread.
+_FIELDS = ["interval", "origin", "last_due", "last_run", "last_duration", "last_error",
+           "runs", "failures", "skipped", "next_due", "running", "paused"]
+
+
+def _encode_state(jobs: Iterable[tuple[str, list]], folded: float) -> Iterator[str]:
+    yield json.dumps({"fields": _FIELDS, "folded": folded}) + "\n"
+    for name, row in jobs:
+        yield json.dumps([name, *row]) + "\n"
+
+
+def _decode_state(lines: Iterable[bytes | str], runs: Callable[[float], list[list]],
+                  runner: dict | None) -> dict | None:
+    """The state `_encode_state` wrote, with the runs by hand since; None if
+    another version wrote it.  Raises ValueError if it is damaged."""
+    lines = iter(lines)
+    head = json.loads(next(lines, "{}"))
+    if head.get("fields") != _FIELDS:
+        return None
+    jobs = {}
+    for line in lines:
+        name, *row = json.loads(line)
+        jobs[name] = row
+    folded = head.get("folded", 0.0)
+    for name, started, duration, error in runs(folded):
+        row = jobs.setdefault(name, [None, None, None, None, None, None, 0, 0, 0,
+                                     None, False, False])
+        row[2:9] = _with_run(row[2:9], started, duration, error)
+    return {"runner": runner, "jobs": jobs, "folded": folded}
+
+
+def _runs_since(runs: Iterable[bytes | str], since: float) -> list[list]:
+    return [run for run in map(json.loads, runs) if run[1] > since]
+
+
 class _NoLock(_Lease):
     """``TICKER_LOCK = False``: every process runs the jobs; no shared state."""
 
@@ -802,18 +898,43 @@ class _NoLock(_Lease):
 
 class _UserLock(_Lease):
     """A lock object of the user's: ``acquire(blocking=False)``, ``release()``.
-    It keeps no state, so each new runner starts its grids afresh."""
+    It keeps no state, so each new runner starts its grids afresh.
+
+    Some locks may be released only by the thread that acquired them (an
+    RLock, a database session's advisory lock), while the ticker takes the
+    lease on one thread and releases it on another; so a thread of the
+    lease's own makes both calls, and lives as long as the lock is held.
+    """
 
     shared = False
 
     def __init__(self, lock: Any) -> None:
         self.lock = lock
+        self._holder: tuple[queue.SimpleQueue, queue.SimpleQueue] | None = None
 
     def take(self, block: bool) -> bool:
-        return bool(self.lock.acquire(blocking=False))
+        requests, answers = queue.SimpleQueue(), queue.SimpleQueue()
+        threading.Thread(target=self._hold, args=(requests, answers),
+                         name="flask-ticker-lock", daemon=True).start()
+        if _answer(answers):
+            self._holder = requests, answers
+            return True
+        return False
+
+    def _hold(self, requests: queue.SimpleQueue, answers: queue.SimpleQueue) -> None:
+        if _reply(answers, lambda: bool(self.lock.acquire(blocking=False))):
+            requests.get()  # release() asks
+            _reply(answers, self.lock.release)
 
     def release(self) -> None:
-        self.lock.release()
+        holder, self._holder = self._holder, None
+        if holder is not None:
+            requests, answers = holder
+            requests.put(None)
+            _answer(answers)
+
+    def forget(self) -> None:
+        self._holder = None  # its thread stayed behind in the parent
 
 
 class _LockFile(_Lease):
@@ -830,8 +951,6 @@ class _LockFile(_Lease):
     """
 
     blocks = True
-    _FIELDS = ["interval", "origin", "last_due", "last_run", "last_duration", "last_error",
-               "runs", "failures", "skipped", "next_due", "running", "paused"]
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -884,35 +1003,21 @@ class _LockFile(_Lease):
     def load(self) -> dict | None:
         try:
             with open(self.path + ".state", "rb") as file:
-                head = json.loads(file.readline() or b"{}")
-                if head.get("fields") != self._FIELDS:
-                    return None  # another version's, or not ours
-                jobs = {}
-                for line in file:
-                    name, *row = json.loads(line)
-                    jobs[name] = row
-            folded = head.get("folded", 0.0)
-            for name, started, duration, error in self.runs(folded):
-                row = jobs.setdefault(name, [None, None, None, None, None, None, 0, 0, 0,
-                                             None, False, False])
-                row[2:9] = _with_run(row[2:9], started, duration, error)
-            runner = None
-            with contextlib.suppress(FileNotFoundError), \
-                    open(self.path + ".runner", "rb") as file:
-                runner = json.load(file)
+                runner = None
+                with contextlib.suppress(FileNotFoundError), \
+                        open(self.path + ".runner", "rb") as runner_file:
+                    runner = json.load(runner_file)
+                return _decode_state(file, self.runs, runner)
         except FileNotFoundError:
             return None
         except ValueError:
             self.log.warning("ignoring %s.state, which is damaged", self.path)
             return None
-        return {"runner": runner, "jobs": jobs, "folded": folded}
 
     def save(self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None,
              folded: float) -> None:
         if jobs is not None:
-            self._replace(".state", itertools.chain(
-                [json.dumps({"fields": self._FIELDS, "folded": folded}) + "\n"],
-                (json.dumps([name, *row]) + "\n" for name, row in jobs)))
+            self._replace(".state", _encode_state(jobs, folded))
             if folded and os.path.exists(self.path + ".runs"):
                 # What is in the history now leaves the log.  A run recorded
                 # in the moment between reading and replacing it is lost from
@@ -935,7 +1040,7 @@ class _LockFile(_Lease):
     def runs(self, since: float) -> list[list]:
         try:
             with open(self.path + ".runs", "rb") as file:
-                return [run for run in map(json.loads, file) if run[1] > since]
+                return _runs_since(file, since)
         except FileNotFoundError:
             return []
 
@@ -950,6 +1055,122 @@ class _LockFile(_Lease):
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise
+
+
+class _RedisLease(_Lease):
+    """``TICKER_LOCK = "redis://..."``, or a redis-py client: a lease in
+    Redis, for processes on several hosts.
+
+    The lease is the key ``key``, holding this process's random token.  It
+    is set only if absent and expires ``ttl`` seconds after its last
+    renewal, so a host that dies or freezes is replaced; it relies on
+    Redis's clock alone, never on the hosts'.  Renewal, release and every
+    save compare the token first, in one script, so that a process that
+    lost the lease can change neither it nor the state.  The state is that
+    of `_LockFile`, in ``key:state``, ``key:runner`` and ``key:runs``.
+    """
+
+    # KEYS[1] the lease; ARGV[1] the token, ARGV[2] the TTL in ms.  Taking a
+    # lease this process still holds renews it: after a lapse of its own it
+    # need not wait out its own TTL.
+    _TAKE = """
+        local holder = redis.call('get', KEYS[1])
+        if holder and holder ~= ARGV[1] then return 0 end
+        redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+        return 1"""
+    _RENEW = """
+        if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+        return redis.call('pexpire', KEYS[1], ARGV[2])"""
+    _RELEASE = """
+        if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+        return redis.call('del', KEYS[1])"""
+    # KEYS: the lease, state, runner and runs; ARGV: the token, the state
+    # ('' keeps it), the runner ('' removes it), folded.  The runs folded
+    # into the history are the oldest; later ones stay, however recent.
+    _SAVE = """
+        if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+        if ARGV[2] ~= '' then redis.call('set', KEYS[2], ARGV[2]) end
+        if ARGV[3] ~= '' then redis.call('set', KEYS[3], ARGV[3])
+        else redis.call('del', KEYS[3]) end
+        local folded, n = tonumber(ARGV[4]), 0
+        for _, run in ipairs(redis.call('lrange', KEYS[4], 0, -1)) do
+            if cjson.decode(run)[2] > folded then break end
+            n = n + 1
+        end
+        if n > 0 then redis.call('ltrim', KEYS[4], n, -1) end
+        return 1"""
+
+    def __init__(self, client: Any, key: str, ttl: float, where: str) -> None:
+        import redis  # the setting was checked: see _lease()
+
+        self.client, self.key, self.ttl, self.where = client, key, ttl, where
+        self._keys = [key, f"{key}:state", f"{key}:runner", f"{key}:runs"]
+        self._ms = max(1, round(ttl * 1000))
+        self._errors = (redis.RedisError, OSError)
+        self._take, self._renew, self._release, self._save = (
+            client.register_script(script)
+            for script in (self._TAKE, self._RENEW, self._RELEASE, self._SAVE))
+        self._token = os.urandom(16).hex()
+        self._down = False  # whether the last call failed: outages are logged once
+
+    def _do(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = call(*args, **kwargs)
+        except self._errors as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            if not self._down:
+                self._down = True
+                self.log.warning("Redis at %s (TICKER_LOCK) cannot be used (%s); no job"
+                                 " starts until it can", self.where, why)
+            raise _Outage(f"Redis at {self.where} (TICKER_LOCK) cannot be used: {why}") \
+                from exc
+        if self._down:
+            self._down = False
+            self.log.info("Redis at %s (TICKER_LOCK) can be used again", self.where)
+        return result
+
+    def take(self, block: bool) -> bool:
+        return self._do(self._take, keys=self._keys[:1], args=[self._token, self._ms]) == 1
+
+    def renew(self) -> bool:
+        return self._do(self._renew, keys=self._keys[:1], args=[self._token, self._ms]) == 1
+
+    def release(self) -> None:
+        self._do(self._release, keys=self._keys[:1], args=[self._token])
+
+    def forget(self) -> None:
+        self._token = os.urandom(16).hex()  # the parent's stays the parent's
+
+    def holder(self) -> bool:
+        return bool(self._do(self.client.exists, self.key))
+
+    def load(self) -> dict | None:
+        pipe = self.client.pipeline()
+        pipe.get(self._keys[1])
+        pipe.get(self._keys[2])
+        pipe.lrange(self._keys[3], 0, -1)
+        state, runner, runs = self._do(pipe.execute)
+        if state is None:
+            return None
+        try:
+            return _decode_state(state.splitlines(), functools.partial(_runs_since, runs),
+                                 runner and json.loads(runner))
+        except ValueError:
+            self.log.warning("ignoring %s in Redis, which is damaged", self._keys[1])
+            return None
+
+    def save(self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None,
+             folded: float) -> None:
+        state = "" if jobs is None else "".join(_encode_state(jobs, folded))
+        # A lease lost meanwhile saves nothing; the next renewal says so.
+        self._do(self._save, keys=self._keys, args=[
+            self._token, state, "" if runner is None else json.dumps(runner), repr(float(folded))])
+
+    def record(self, name: str, run: list) -> None:
+        self._do(self.client.rpush, self._keys[3], json.dumps([name, *run]))
+
+    def runs(self, since: float) -> list[list]:
+        return _runs_since(self._do(self.client.lrange, self._keys[3], 0, -1), since)
 
 
 def _describe(job: dict, now: float) -> str:
@@ -1051,10 +1272,16 @@ class Ticker:
           running jobs and background tasks.
         - ``TICKER_LOCK`` (a file in the instance folder): what makes one
           process of several run the jobs, and where their state is kept:
-          a path, False for no lock, or an object with
-          ``acquire(blocking=False) -> bool`` and ``release()``.
+          a path; a Redis URL (``redis://``, ``rediss://``, ``unix://``)
+          or a redis-py client, for several hosts; False for no lock; or
+          an object with ``acquire(blocking=False) -> bool`` and
+          ``release()``, which must not expire while held.
         - ``TICKER_LOCK_RETRY`` (5): seconds between a waiting process's
-          attempts to take a lock it cannot wait on (a custom lock).
+          attempts to take a lease it cannot wait on (Redis, a custom lock).
+        - ``TICKER_LOCK_TTL`` (30): seconds a Redis lease outlives its
+          holder's last renewal; it bounds how long a dead host's jobs wait.
+        - ``TICKER_LOCK_KEY`` (``"flask_ticker:" + app.name``): the Redis
+          key of the lease; the state's keys begin with it.
 
         Binding another app moves the ticker: it stops serving the first.
         """
@@ -1072,6 +1299,8 @@ class Ticker:
         lock = config.setdefault("TICKER_LOCK", os.path.join(
             app.instance_path, f"flask_ticker-{_safe_name(app.name)}.lock"))
         retry = config.setdefault("TICKER_LOCK_RETRY", 5.0)
+        ttl = config.setdefault("TICKER_LOCK_TTL", 30.0)
+        key = config.setdefault("TICKER_LOCK_KEY", f"flask_ticker:{app.name}")
         if enabled not in (None, True, False):
             raise ValueError(f"TICKER_ENABLED must be True, False or None (unset),"
                              f" got {enabled!r}")
@@ -1082,7 +1311,11 @@ class Ticker:
                              f" for no limit, got {timeout!r}")
         if not (_is_number(retry) and 0 < retry < math.inf):
             raise ValueError(f"TICKER_LOCK_RETRY must be finite seconds > 0, got {retry!r}")
-        lease = _lease(lock)
+        if not (_is_number(ttl) and 0.01 <= ttl < math.inf):
+            raise ValueError(f"TICKER_LOCK_TTL must be finite seconds >= 0.01, got {ttl!r}")
+        if not (isinstance(key, str) and key):
+            raise ValueError(f"TICKER_LOCK_KEY must be a non-empty string, got {key!r}")
+        lease = _lease(lock, key, ttl)
         if self.app is not None:
             self.stop(self._shutdown_timeout)
         self._max_workers = self._job_pool.max_workers = self._task_pool.max_workers = workers
@@ -1250,19 +1483,25 @@ class Ticker:
         never starts the ticker: a CLI command does not (see _autostart)."""
         group = click.Group("ticker", help="See the deployment's jobs, or run one now.")
 
+        def status() -> dict:
+            try:
+                return self.status()
+            except _Outage as exc:  # the one line that says why, not a traceback
+                raise click.ClickException(str(exc)) from None
+
         @group.command("list")
         @click.option("--json", "as_json", is_flag=True, help="Print ticker.status() as JSON.")
         def list_jobs(as_json: bool) -> None:
             """One line per job: its interval, next run, last run, counts."""
-            status = self.status()
+            shown = status()
             if as_json:
-                click.echo(json.dumps(status, indent=2))
+                click.echo(json.dumps(shown, indent=2))
                 return
-            runner = status["runner"]
+            runner = shown["runner"]
             click.echo(f"run by process {runner['pid']} on {runner['host']} since"
                        f" {runner['since'][:19]} UTC" if runner else
                        "no process runs the jobs now")
-            for job in status["jobs"]:
+            for job in shown["jobs"]:
                 click.echo(_describe(job, time.time()))
 
         @group.command("run")
@@ -1273,7 +1512,7 @@ class Ticker:
             if job is None:
                 known = ", ".join(job.name for job in self.jobs) or "none"
                 raise click.UsageError(f"no job named {name!r}; the jobs are: {known}")
-            if next(row for row in self.status()["jobs"] if row["name"] == name)["running"]:
+            if next(row for row in status()["jobs"] if row["name"] == name)["running"]:
                 click.echo(f"job {name!r} is running in the deployment now: not run again",
                            err=True)
                 raise SystemExit(1)
@@ -1513,9 +1752,11 @@ def _uses_reloader(app: Flask, args: tuple, kwargs: dict) -> bool:
     return bool(kwargs.get("use_reloader", debug))
 
 
-def _lease(lock: Any) -> _Lease:
+def _lease(lock: Any, key: str, ttl: float) -> _Lease:
     if lock is False or lock is None:
         return _NoLock()
+    if isinstance(lock, str) and lock.startswith(("redis://", "rediss://", "unix://")):
+        return _RedisLease(_redis_client(lock, ttl), key, ttl, _redact(lock))
     if isinstance(lock, (str, os.PathLike)):
         if not os.fspath(lock):
             raise ValueError("TICKER_LOCK must be a path, False, or a lock object, got ''")
@@ -1524,10 +1765,45 @@ def _lease(lock: Any) -> _Lease:
                            " and every process that serves the app runs the jobs", lock)
             return _NoLock()
         return _LockFile(os.fspath(lock))
+    if callable(getattr(lock, "register_script", None)):  # a redis-py client
+        pool = getattr(lock, "connection_pool", None)
+        where = getattr(pool, "connection_kwargs", {})
+        where = where.get("path") or f"{where.get('host')}:{where.get('port')}/{where.get('db')}"
+        return _RedisLease(lock, key, ttl, where)
     if callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None)):
         return _UserLock(lock)
-    raise TypeError("TICKER_LOCK must be a path, False, or an object with"
+    raise TypeError("TICKER_LOCK must be a path, a Redis URL, False, or an object with"
                     f" acquire(blocking=False) and release(), got {lock!r}")
+
+
+def _redis_client(url: str, ttl: float) -> Any:
+    try:
+        import redis
+    except ImportError:
+        raise ImportError("TICKER_LOCK is a Redis URL, which needs redis-py:"
+                          " pip install 'flask-ticker[redis]'") from None
+    # A call that hangs would hold up renewals and stop(); redis-py's
+    # default waits forever.
+    timeout = min(5.0, ttl / 3)
+    try:
+        # redis-py takes "/abc" for database 0, and "unix://" for no path.
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError("no socket path")
+        if parts.scheme != "unix" and not re.fullmatch(r"/?\d*", parts.path):
+            raise ValueError(f"the database must be a number, not {parts.path[1:]!r}")
+        return redis.Redis.from_url(url, socket_timeout=timeout,
+                                    socket_connect_timeout=timeout)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"TICKER_LOCK must be a Redis URL such as"
+                         f" redis://[:password@]host:port/db, got {_redact(url)!r}: {exc}"
+                         ) from None
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs and errors."""
+    url = re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)
+    return re.sub(r"(password=)[^&]*", r"\1***", url)
 
 
 def _preforking_server() -> bool:
@@ -1648,6 +1924,25 @@ class _Pool:
         for _ in range(exits):  # for the workers still busy past the deadline
             self._queue.put(None)
         return unfinished
+
+
+def _reply(answers: queue.SimpleQueue, call: Callable[[], Any]) -> Any:
+    """Call ``call`` and put its outcome on ``answers`` for `_answer`; return
+    its result (None if it raised)."""
+    try:
+        result = call()
+    except BaseException as exc:
+        answers.put((None, exc))
+        return None
+    answers.put((result, None))
+    return result
+
+
+def _answer(answers: queue.SimpleQueue) -> Any:
+    result, exc = answers.get()
+    if exc is not None:
+        raise exc
+    return result
 
 
 def _abandon(wakeup: threading.Event, *pools: _Pool) -> None:

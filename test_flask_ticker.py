@@ -1032,8 +1032,36 @@ def test_a_symlinked_lock_file_is_refused_and_the_app_still_serves(tmp_path, cap
     assert ran == []
 
 
+def test_a_custom_lock_is_acquired_and_released_on_one_thread(caplog):
+    # Held elsewhere at start(), so that the scheduler thread takes it on a
+    # retry and stop() releases it from this thread.
+    lock = threading.RLock()  # release() from another thread raises
+    held, let_go = threading.Event(), threading.Event()
+
+    def another_process() -> None:
+        with lock:
+            held.set()
+            let_go.wait()
+    holder = threading.Thread(target=another_process)
+    holder.start()
+    held.wait()
+    ticker = Ticker(make_app("custom", TICKER_LOCK=lock, TICKER_LOCK_RETRY=0.05))
+    ran = []
+    ticker.every(3600, lambda: ran.append(1), name="hourly")
+    ticker.start()
+    assert ran == []
+    let_go.set()
+    holder.join()
+    wait_until(lambda: ran)
+    assert ticker.stop(timeout=10)
+    assert lock.acquire(blocking=False)  # released, by the thread that held it
+    lock.release()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 def test_a_bad_lock_setting_is_rejected(tmp_path):
-    with pytest.raises(TypeError, match="TICKER_LOCK must be a path, False, or an object"):
+    with pytest.raises(TypeError, match="TICKER_LOCK must be a path, a Redis URL, False, or an"
+                                        " object .* got 42"):
         Ticker(locked_app(tmp_path, TICKER_LOCK=42))
     with pytest.raises(ValueError, match="TICKER_LOCK_RETRY must be finite seconds > 0, got 0"):
         Ticker(locked_app(tmp_path, TICKER_LOCK_RETRY=0))

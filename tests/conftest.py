@@ -7,6 +7,7 @@ bounded.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,14 +30,18 @@ class Run(NamedTuple):
     event: str
 
 
-def require(program: str) -> Path:
-    """The path of an optional server's program.  Without it a test skips,
-    with a reason, except under CI=true, where it fails: CI installs every
-    server, so that no test can pass there by skipping."""
+def require(program: str, install: str | None = None) -> Path:
+    """The path of an optional server's program: in this venv, else on PATH.
+    Without it a test skips, with a reason, except under CI=true, where it
+    fails: CI installs every server, so that no test can pass there by
+    skipping."""
     path = BIN / program
     if path.exists():
         return path
-    message = f"{program} is not installed (pip install {program})"
+    found = shutil.which(program)
+    if found:
+        return Path(found)
+    message = f"{program} is not installed ({install or f'pip install {program}'})"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}, and CI must run this test")
     pytest.skip(message)
@@ -155,3 +160,47 @@ def assert_once_per_tick(runs: list[Run], interval: float) -> None:
     times = sorted(run.at for run in runs)
     gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
     assert all(gap > interval / 2 for gap in gaps), f"two runs in one tick: {gaps}"
+
+
+class RedisServer:
+    """A redis-server of the test's own on 127.0.0.1, persistence off, that
+    a test may stop and start again on the same port."""
+
+    def __init__(self, program: Path, folder: Path, *options: str):
+        self.program, self.folder, self.options = program, folder, options
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.program, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder), *self.options],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(self.answers, 20, "redis-server answering PING")
+
+    def answers(self) -> bool:
+        assert self.proc.poll() is None, "redis-server exited"
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                reply = s.recv(64)
+        except OSError:
+            return False
+        return reply.startswith((b"+PONG", b"-NOAUTH"))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory):
+    """A running redis-server; ``redis_server.stop()`` and ``.start()`` make
+    an outage.  It needs redis-server, which .ci/run installs."""
+    program = require("redis-server", "apt-get install redis-server")
+    server = RedisServer(program, tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,310 @@
+"""TICKER_LOCK = "redis://...": one runner for several hosts, on a real
+redis-server (see the redis_server fixture).
+
+Each "host" is a process of its own with an instance folder of its own, so
+that nothing but Redis is shared.  The in-process tests drive the runner
+with a fake clock, against the same real server.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import BIN, assert_once_per_tick, wait_until
+from flask import Flask
+
+from flask_ticker import Ticker
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX servers and signals")
+PY = sys.executable
+TTL = 1.0
+INTERVAL = 0.5
+# A process that lost the lease notices within TTL; the next takes it
+# within TTL + TICKER_LOCK_RETRY; these allow for a slow, shared machine.
+SLACK = 0.3
+
+
+class Clock:
+    """A monotonic clock and its wall clock, moved only by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1.8e9 + self.now
+
+
+def redis_app(url: str, name: str = "shop", **config) -> Flask:
+    app = Flask(name)
+    app.config.update({"TICKER_LOCK": url, "TICKER_LOCK_TTL": 3.0, **config})
+    return app
+
+
+@pytest.fixture
+def tickers():
+    """tickers(url) makes a ticker on a fake clock; all are stopped after."""
+    made: list[Ticker] = []
+
+    def make(url: str, **config) -> tuple[Ticker, Clock, list]:
+        clock, ran = Clock(), []
+        ticker = Ticker(redis_app(url, **config), clock=clock, wall_clock=clock.wall)
+        ticker.every(10, lambda: ran.append(clock.now), name="often")
+        made.append(ticker)
+        return ticker, clock, ran
+    yield make
+    for ticker in made:
+        ticker.stop(timeout=10)
+
+
+def settle(ticker: Ticker) -> None:
+    """Wait until no run that a pass started is still going."""
+    wait_until(lambda: not any(job.running for job in ticker.jobs), 10, "runs finished")
+
+
+# -- bad input --
+
+@pytest.mark.parametrize("url", ["redis://localhost:nope/0", "redis://localhost/zero",
+                                 "unix://"])
+def test_a_malformed_redis_url_is_rejected_naming_ticker_lock(url):
+    with pytest.raises(ValueError, match=f"TICKER_LOCK must be a Redis URL .* got '{url}'"):
+        Ticker(redis_app(url))
+
+
+def test_the_password_of_a_rejected_url_is_not_shown():
+    with pytest.raises(ValueError) as raised:
+        Ticker(redis_app("redis://:hunter2x@localhost:nope/0"))
+    assert "hunter2x" not in str(raised.value) and ":***@localhost" in str(raised.value)
+
+
+def test_a_redis_url_without_redis_py_names_the_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "redis", None)  # what import finds when it is missing
+    with pytest.raises(ImportError, match=r"pip install 'flask-ticker\[redis\]'"):
+        Ticker(redis_app("redis://127.0.0.1:6379/0"))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("TICKER_LOCK_TTL", 0, "TICKER_LOCK_TTL must be finite seconds >= 0.01, got 0"),
+    ("TICKER_LOCK_TTL", "30", "TICKER_LOCK_TTL must be finite seconds >= 0.01, got '30'"),
+    ("TICKER_LOCK_KEY", "", "TICKER_LOCK_KEY must be a non-empty string, got ''"),
+])
+def test_a_bad_lease_setting_is_rejected_naming_it(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        Ticker(redis_app("redis://127.0.0.1:6379/0", **{key: value}))
+
+
+# -- one process, a fake clock, a real server --
+
+def test_a_redis_client_object_works_as_the_lock(redis_server, tickers):
+    client = redis.Redis.from_url(redis_server.url)
+    ticker, clock, ran = tickers(client)
+    ticker.run_pending()
+    settle(ticker)
+    assert ran == [1000.0] and ticker.status()["is_runner"]
+    assert client.exists("flask_ticker:shop") == 1  # the key is named after the app
+    ticker.stop()
+    assert client.exists("flask_ticker:shop") == 0  # released
+
+
+def test_the_state_in_redis_is_the_same_in_every_process_and_survives_a_restart(
+        redis_server, tickers):
+    first, clock, ran = tickers(redis_server.url)
+    first.run_pending()
+    settle(first)
+    first.stop()
+    second, clock2, ran2 = tickers(redis_server.url)
+    [job] = second.status()["jobs"]
+    assert job["runs"] == 1 and job["last_run"] is not None  # read before it runs
+    second.run_pending()
+    settle(second)
+    assert ran2 == []  # its last run is less than an interval old: it waits
+    clock2.now += 10
+    second.run_pending()
+    settle(second)
+    assert ran2 == [1010.0]
+
+
+def test_a_runner_whose_lease_was_taken_starts_no_run(redis_server, tickers, caplog):
+    # As when a host froze past the TTL: its clock says its run is due, but
+    # another host holds the lease by now.
+    frozen, clock, ran = tickers(redis_server.url, TICKER_LOCK_TTL=0.2)
+    frozen.run_pending()
+    settle(frozen)
+    other, other_clock, other_ran = tickers(redis_server.url, TICKER_LOCK_TTL=0.2)
+    wait_until(lambda: (other.run_pending(), other.status()["is_runner"])[1], 10,
+               "the lease expired and taken over")
+    clock.now += 10
+    frozen.run_pending()
+    settle(frozen)
+    assert ran == [1000.0]
+    assert not frozen.status()["is_runner"]
+    assert "another process took its lease" in caplog.text
+
+
+def test_an_outage_stops_runs_within_the_ttl_is_logged_once_and_runs_resume_after(
+        redis_server, tickers, caplog):
+    caplog.set_level(logging.INFO)
+    ticker, clock, ran = tickers(redis_server.url, TICKER_LOCK_TTL=30)
+    ticker.run_pending()
+    redis_server.stop()
+    for _ in range(5):  # a run is due at 1010 and 1020: within the TTL, they run
+        clock.now += 5
+        ticker.run_pending()
+    settle(ticker)
+    assert ran == [1000.0, 1010.0, 1020.0]
+    for _ in range(5):  # at 1030 the TTL has passed without a renewal: no run
+        clock.now += 5
+        ticker.run_pending()
+    settle(ticker)
+    assert ran == [1000.0, 1010.0, 1020.0]
+    warnings = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert len(warnings) == 1 and "TICKER_LOCK" in warnings[0], warnings
+    assert "within TICKER_LOCK_TTL" in caplog.text
+
+    redis_server.start()  # empty: persistence is off
+    clock.now += 5
+    ticker.run_pending()
+    settle(ticker)
+    assert ran[-1] == clock.now  # a fresh state: the job starts its grid now
+    ended = [r for r in caplog.records if "can be used again" in r.getMessage()]
+    assert len(ended) == 1 and ended[0].levelno == logging.INFO
+
+
+def test_a_custom_redis_key_is_used(redis_server, tickers):
+    ticker, clock, ran = tickers(redis_server.url, TICKER_LOCK_KEY="myapp:lease")
+    ticker.run_pending()
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.exists("myapp:lease") and client.exists("myapp:lease:state")
+
+
+# -- hosts: processes of their own, sharing only Redis --
+
+def host(serve, tmp_path: Path, name: str, url: str, args=None, **env):
+    """One host: app.run() by default, its own instance folder."""
+    return serve(args or [PY, "launch_app.py"], INSTANCE_PATH=str(tmp_path / name),
+                 FLASK_TICKER_LOCK=url, FLASK_TICKER_LOCK_TTL=str(TTL),
+                 **{"JOB_INTERVAL": str(INTERVAL), **env})
+
+
+def test_two_hosts_on_one_redis_run_each_tick_once_and_show_the_same_status(
+        serve, tmp_path, redis_server):
+    gunicorn = [BIN / "gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "launch_app:app"]
+    a = host(serve, tmp_path, "a", redis_server.url, gunicorn)
+    b = host(serve, tmp_path, "b", redis_server.url, gunicorn)
+    a.wait_until_serving()
+    b.wait_until_serving()
+    runs = a.wait_for_runs(10)
+    assert_once_per_tick(runs, INTERVAL)
+    assert len({run.pid for run in runs}) == 1  # no handover without a reason
+
+    def shown(server):
+        status = json.loads(server.get("/status"))
+        hourly = next(job for job in status["jobs"] if job["name"] == "hourly")
+        return status["runner"], hourly["runs"], hourly["last_run"]
+    wait_until(lambda: shown(a) == shown(b) and shown(a)[1] == 1, 20, "the same status")
+    assert shown(a)[0]["pid"] == runs[-1].pid
+
+
+def test_when_the_runner_host_is_killed_another_takes_over_on_the_same_grid(
+        serve, tmp_path, redis_server):
+    a = host(serve, tmp_path, "a", redis_server.url)
+    first = a.wait_for_runs(4)
+    b = host(serve, tmp_path, "b", redis_server.url)
+    b.wait_until_serving()
+    time.sleep(1)  # saved: the save lag is 0.5 s
+    killed_at = time.time()
+    a.proc.kill()
+    after = b.wait_for_runs(len(a.runs()) + 4)
+    taken = [run for run in after if run.pid == b.pid]
+    assert taken[0].at - killed_at < TTL + 0.2 + INTERVAL + SLACK
+    assert_once_per_tick(after, INTERVAL)
+    # The grid goes on: the new runner's runs fall on the old one's ticks.
+    phase = [round(((run.at - first[0].at) / INTERVAL) % 1, 2) for run in taken]
+    assert all(p < 0.2 or p > 0.8 for p in phase), phase
+    assert len(b.runs("hourly")) == 1  # run_now ran once, on the first host
+
+
+def test_a_host_frozen_past_the_ttl_starts_no_run_once_it_resumes(
+        serve, tmp_path, redis_server):
+    a = host(serve, tmp_path, "a", redis_server.url)
+    a.wait_for_runs(3)
+    b = host(serve, tmp_path, "b", redis_server.url)
+    b.wait_until_serving()
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: [r for r in b.runs() if r.pid == b.pid][2:], 20, "a takeover")
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    resumed_at = time.time()
+    b.wait_for_runs(len(b.runs()) + 4)
+    assert [run for run in a.runs() if run.pid == a.pid and run.at > resumed_at] == []
+    assert_once_per_tick(b.runs(), INTERVAL)
+    wait_until(lambda: "another process took its lease" in a.output(), 10, "it says so")
+
+
+def test_with_redis_down_no_host_starts_runs_and_both_serve_then_one_resumes(
+        serve, tmp_path, redis_server):
+    a = host(serve, tmp_path, "a", redis_server.url)
+    b = host(serve, tmp_path, "b", redis_server.url)
+    a.wait_for_runs(3)
+    b.wait_until_serving()
+    down_at = time.time()
+    redis_server.stop()
+    time.sleep(TTL + 1)
+    assert a.get() and b.get()  # HTTP 200, or get() raises
+    late = [run for run in a.runs() if run.at > down_at + TTL + 0.1]
+    assert late == []
+    redis_server.start()
+    up_at = time.time()
+    runs = a.wait_for_runs(len(a.runs()) + 4)
+    resumed = [run for run in runs if run.at > up_at]
+    assert_once_per_tick(resumed, INTERVAL)
+    assert len({run.pid for run in resumed}) == 1
+    for server in (a, b):
+        assert server.output().count("cannot be used") == 1, server.output()
+
+
+def test_redis_unreachable_at_start_warns_once_and_jobs_start_once_it_is_up(
+        serve, tmp_path, redis_server):
+    redis_server.stop()
+    a = host(serve, tmp_path, "a", redis_server.url)
+    a.wait_until_serving()
+    time.sleep(1.5)  # several retries
+    assert a.runs() == []
+    assert a.output().count("cannot be used") == 1, a.output()
+    assert f"127.0.0.1:{redis_server.port}" in a.output()
+    redis_server.start()
+    a.wait_for_runs(2)
+
+
+def test_a_wrong_redis_password_is_logged_clearly_while_the_app_serves(
+        serve, tmp_path, redis_server):
+    redis.Redis.from_url(redis_server.url).config_set("requirepass", "s3cret")
+    url = f"redis://:hunter2x@127.0.0.1:{redis_server.port}/0"
+    a = host(serve, tmp_path, "a", url)
+    a.wait_until_serving()
+    wait_until(lambda: "cannot be used" in a.output(), 10, "a warning")
+    output = a.output()
+    assert "AuthenticationError" in output and "TICKER_LOCK" in output, output
+    assert "hunter2x" not in output
+    assert a.runs() == []
+
+
+def test_a_restart_of_every_host_keeps_the_schedule(serve, tmp_path, redis_server):
+    a = host(serve, tmp_path, "a", redis_server.url, JOB_INTERVAL="3600")
+    a.wait_for_runs(1, prefix="hourly")
+    time.sleep(1)  # saved
+    a.stop()
+    b = host(serve, tmp_path, "b", redis_server.url, JOB_INTERVAL="3600")
+    b.wait_until_serving()
+    time.sleep(1.5)
+    assert len(b.runs("hourly")) == 1 and len(b.runs("tick")) == 1  # neither again
