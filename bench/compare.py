@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import platform
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -32,8 +34,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 HOURLY = 3600
 
-SCHEDULERS = ["flask_ticker", "flask_ticker_nolock", "apscheduler", "flask_apscheduler",
-              "timeloop", "schedule", "thread_sleep", "thread_event"]
+SCHEDULERS = ["flask_ticker", "flask_ticker_nolock", "flask_ticker_redis", "apscheduler",
+              "flask_apscheduler", "timeloop", "schedule", "thread_sleep", "thread_event"]
 IMPORTABLE = ["flask_ticker", "apscheduler", "flask_apscheduler", "timeloop", "schedule"]
 BACKGROUND = ["flask_ticker", "thread_pool", "thread_per_call", "flask_executor",
               "apscheduler"]
@@ -60,6 +62,19 @@ def make_app(**config):
     return app
 
 
+def make_ticker(name: str):
+    """flask_ticker with the default lock file; _nolock: with none, to show
+    its cost; _redis: with its lease in Redis, under a key of this worker's
+    own, since an earlier worker exited holding its lease."""
+    from flask_ticker import Ticker
+    url = os.environ.get("BENCH_REDIS_URL")
+    if name == "flask_ticker_redis" and url is None:
+        raise CannotDo("no redis-server")
+    lease = {"flask_ticker": {}, "flask_ticker_nolock": {"TICKER_LOCK": False},
+             "flask_ticker_redis": {"TICKER_LOCK": url, "TICKER_LOCK_KEY": f"bench:{os.getpid()}"}}
+    return Ticker(make_app(**lease[name]))
+
+
 class Scheduler:
     """add(interval, fn, run_now) jobs, then start() and stop()."""
     can_run_now = True
@@ -67,12 +82,9 @@ class Scheduler:
     fixed_rate = True
 
     def __init__(self, name: str) -> None:
-        locked = name == "flask_ticker"
-        self.name = name = name.replace("flask_ticker_nolock", "flask_ticker")
-        if name == "flask_ticker":
-            from flask_ticker import Ticker
-            # flask_ticker_nolock: the same without the lock file, to show its cost
-            self.ticker = Ticker(make_app(**({} if locked else {"TICKER_LOCK": False})))
+        self.name = "flask_ticker" if name.startswith("flask_ticker") else name
+        if self.name == "flask_ticker":
+            self.ticker = make_ticker(name)
         elif name == "apscheduler":
             from apscheduler.schedulers.background import BackgroundScheduler
             self.sched = BackgroundScheduler()
@@ -466,8 +478,9 @@ def main() -> None:
                     punctuality_seconds=1.0 if quick else 5.0,
                     overrun_seconds=1.0 if quick else 3.0)
     reps = 3 if quick else 7
-    schedulers = ["flask_ticker", "flask_ticker_nolock", "apscheduler", "thread_event"] \
-        if quick else SCHEDULERS
+    schedulers = ["flask_ticker", "flask_ticker_nolock", "flask_ticker_redis", "apscheduler",
+                  "thread_event"] if quick else SCHEDULERS
+    redis = start_redis()
     background = ["flask_ticker", "thread_pool"] if quick else BACKGROUND
     # Compile every module once, so that no import pays for compiling.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "flask_ticker.py")],
@@ -476,7 +489,7 @@ def main() -> None:
     for impl in schedulers:
         print(f"measuring {impl} ...", file=sys.stderr, flush=True)
         r = results["scheduling"][impl] = {}
-        module = impl.replace("_nolock", "")
+        module = "flask_ticker" if impl.startswith("flask_ticker") else impl
         r["import"] = measure(module, "import", reps) if module in IMPORTABLE \
             else {"cannot": "nothing to import"}
         r["idle10"] = measure(impl, "idle", 1 if quick else 3)
@@ -497,15 +510,44 @@ def main() -> None:
                                seconds=0),
             "ten_ms": measure(impl, "background", 1, tasks=200 if quick else 10_000,
                               seconds=0.01, timeout=600)}
+    if redis is not None:
+        redis.kill()
     Path(args.out).write_text(json.dumps(results, indent=1, default=str))
     print(table(results))
     draw(results, args.chart)
 
 
+def start_redis() -> subprocess.Popen | None:
+    """A redis-server on loopback for the flask_ticker_redis column, its URL
+    in BENCH_REDIS_URL for the workers; None (the column says so) without one."""
+    program = shutil.which("redis-server")
+    if program is None:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([program, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                             "--appendonly", "no"], cwd=tempfile.mkdtemp(),
+                            stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    os.environ["BENCH_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    return proc
+
+
 def meta(quick: bool) -> dict:
     versions = {}
     for dist in ["flask", "apscheduler", "flask-apscheduler", "timeloop", "schedule",
-                 "flask-executor", "flask-ticker"]:
+                 "flask-executor", "flask-ticker", "redis"]:
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
