@@ -37,8 +37,12 @@ restart continues each job's schedule, and ``ticker.status()`` and
 Several hosts share a lease in Redis instead: ``TICKER_LOCK =
 "redis://host:6379/0"`` (``pip install flask-ticker[redis]``).
 
-Limits: intervals only, no wall-clock times ("at 03:00") yet; no retry (a
-run that throws waits for its next tick).  A ticker serves one app at a time.
+Wall-clock times take the place of cron syntax: ``every(timedelta(days=1),
+fn, at="03:00", tz="Europe/Berlin")`` runs at 03:00 local time, DST days
+included; ``at=":15"`` each hour, ``at="mon 09:00"`` each week.
+
+Limits: no cron expressions beyond those three; no retry (a run that
+throws waits for its next tick).  A ticker serves one app at a time.
 
 The file reads top to bottom: the scheduler core (`Job`, `_Scheduler`),
 which knows no files or servers; the lease-and-state interface and its
@@ -70,7 +74,8 @@ import traceback
 import urllib.parse
 import weakref
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import time as dtime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
@@ -115,6 +120,14 @@ _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 # started is on disk within this many seconds (see `_first_due`).
 _SAVE_EVERY = 0.5
 
+# A change of wall minus monotonic time beyond this is a step of the wall
+# clock (or a suspension), which moves the at= jobs' monotonic due times.
+_STEPPED = 1.0
+
+# With at= jobs planned, the thread wakes at least this often, so that a
+# wall clock stepped while it sleeps delays a run by no more than this.
+_WALL_CHECK = 60.0
+
 # Longer intervals would overflow the platform's timers and datetimes.
 _MAX_INTERVAL = 100 * 365.25 * 86400
 
@@ -127,18 +140,20 @@ _DEFAULT_WORKERS = min(32, (os.cpu_count() or 1) + 4)
 class Job:
     """One function on a fixed-rate schedule; returned by `Ticker.every`.
 
-    Runs are due at ``origin + k * interval``.  Read the attributes for its
-    history; change it with `pause`, `resume`, `cancel`.
+    Runs are due at ``origin + k * interval``, or with ``at`` at a time of
+    the local clock (see `_At`).  Read the attributes for its history;
+    change it with `pause`, `resume`, `cancel`.
     """
 
     # Slots: an app may register thousands of jobs.
     __slots__ = ("_scheduler", "_func", "_args", "_kwargs", "_name", "_interval", "_run_now",
                  "_runs", "_failures", "_skipped", "_last_due", "_last_run", "_last_duration",
-                 "_last_error", "_lagging", "_failing")
+                 "_last_error", "_lagging", "_failing", "_at")
 
     def __init__(self, scheduler: _Scheduler, func: Callable[..., Any], interval: float,
-                 name: str, run_now: bool, args: tuple, kwargs: Mapping[str, Any]) -> None:
-        self._scheduler = scheduler
+                 name: str, run_now: bool, args: tuple, kwargs: Mapping[str, Any],
+                 at: _At | None = None) -> None:
+        self._scheduler, self._at = scheduler, at
         self._func, self._args, self._kwargs = func, args, kwargs
         self._name, self._interval, self._run_now = name, interval, run_now
         self._runs = self._failures = self._skipped = 0
@@ -161,6 +176,17 @@ class Job:
                              doc="How long the last run took, in seconds.")
     last_error = property(lambda self: self._last_error,
                           doc="'Type: message' if the last run failed, else None.")
+
+    @property
+    def at(self) -> str | None:
+        """The time of the local clock it runs at, as given, or None."""
+        return None if self._at is None else self._at.text
+
+    @property
+    def tz(self) -> tzinfo | None:
+        """The zone of ``at``: its ``tz``, else TICKER_TIMEZONE; None for an
+        interval job."""
+        return None if self._at is None else self._at.tz or self._scheduler.tz
 
     @property
     def last_run(self) -> datetime | None:
@@ -265,6 +291,7 @@ class Job:
 
     def _redeclare(self, other: Job) -> None:
         self._func, self._interval, self._run_now = other._func, other._interval, other._run_now
+        self._at = other._at
         self._args, self._kwargs = other._args, other._kwargs
 
     def _declares_the_same_function(self, other: Job) -> bool:
@@ -273,11 +300,18 @@ class Job:
     def _first_due(self, now: float, origin: float | None, crashed: bool) -> tuple[float, int]:
         return _first_due(self._interval, self._run_now, now, origin, self._last_due, crashed)
 
+    def _first_occurrence(self, now: float, origin: float | None, crashed: bool) -> float:
+        return _first_occurrence(self._at, self.tz, self._run_now, now, origin,
+                                 self._last_due, crashed)
+
     def __repr__(self) -> str:
         due = self._scheduler.next_due(self)
         when = "paused" if self.paused else "not scheduled" if due is None else \
             f"next in {_seconds(max(0.0, due - self._scheduler.wall()))}"
-        return (f"<Job {self._name!r} every {_seconds(self._interval)}, {when},"
+        if self._at is not None and due is not None and not self.paused:
+            when = f"next {_local(due, self.tz)}"
+        every = _seconds(self._interval) + ("" if self._at is None else f" at {self._at.text}")
+        return (f"<Job {self._name!r} every {every}, {when},"
                 f" runs={self._runs} failures={self._failures} skipped={self._skipped}>")
 
 
@@ -300,13 +334,24 @@ class _Scheduler:
         self.call: Callable[[Callable[..., Any], tuple, Mapping[str, Any]], Any] | None = None
         self.submit: Callable[[str, Callable[[], None], Callable[[], Any]], None] | None = None
         self.retry = 5.0
+        self.zone: tzinfo | None = None  # of at= jobs without their own; None: the server's
         self.log = logger  # the app's, once bound: see Ticker.init_app
         # notify(event, job, **details): "started", "finished", "failed",
         # "skipped"; the Ticker sends them as signals.
         self.notify: Callable[..., None] = lambda event, job, **details: None
         self.jobs: dict[str, Job] = {}
         self._paused: set[Job] = set()
+        self._walled = 0  # jobs with at=, whose due times follow the wall clock
+        self._offset: float | None = None  # wall minus monotonic time, at the last pass
         self._reset()
+
+    @property
+    def tz(self) -> tzinfo:
+        """The zone of at= jobs without their own; found on first use, since
+        most apps have no at= job."""
+        if self.zone is None:
+            self.zone = _local_zone(self.log)
+        return self.zone
 
     def _reset(self) -> None:
         # What a forked child builds anew: its parent's threads are gone,
@@ -343,18 +388,21 @@ class _Scheduler:
             known = self.jobs.get(job.name)
             if known is None:
                 self.jobs[job.name] = job
+                self._walled += job._at is not None
                 if self.holding:
-                    self._plan(job, self._unclaimed.pop(job.name, None))
+                    self._plan(job, self._unclaimed.pop(job.name, None), self.clock(),
+                               self.wall())
             elif not known._declares_the_same_function(job):
                 raise ValueError(
                     f"every(): a job named {job.name!r} is already registered on this"
                     " ticker with another function; pass name= to register another")
             else:  # the same declaration again: an app factory called twice
-                moved = known.interval != job.interval
+                moved = known.interval != job.interval or known.at != job.at
+                self._walled += (job._at is not None) - (known._at is not None)
                 known._redeclare(job)
                 job = known
                 if moved and self.holding:
-                    self._plan(job, [None, None, *job._history()])
+                    self._plan(job, [None, None, *job._history()], self.clock(), self.wall())
         self.wakeup.set()
         return job
 
@@ -362,6 +410,7 @@ class _Scheduler:
         with self._lock:
             if self.jobs.get(job.name) is job:
                 del self.jobs[job.name]
+                self._walled -= job._at is not None
                 self._paused.discard(job)
                 self._plans.pop(job, None)
         self._mark_dirty()
@@ -378,12 +427,16 @@ class _Scheduler:
                 return
             self._paused.discard(job)
             plan = self._plans.get(job)
-            if plan is not None:  # back on its grid, at the next tick
+            if plan is not None and job._at is not None:  # at its next time
+                wall = self.wall()
+                self._push_at(job, max(plan[2], job._at.next_after(wall, job.tz)),
+                              wall - self.clock())
+            elif plan is not None:  # back on its grid, at the next tick
                 due, _, origin = plan
                 ahead = math.ceil((self.clock() - origin) / job.interval)
                 self._push(job, origin, max(ahead, round((due - origin) / job.interval)))
             elif self.holding and self.jobs.get(job.name) is job:
-                self._plan(job, None)
+                self._plan(job, None, self.clock(), self.wall())
         self.wakeup.set()
         self._mark_dirty()
 
@@ -398,7 +451,7 @@ class _Scheduler:
         plan = self._plans.get(job)
         if plan is None or job in self._paused:
             return None
-        return plan[0] - self.clock() + self.wall()
+        return plan[2] if job._at is not None else plan[0] - self.clock() + self.wall()
 
     def run_here(self, job: Job) -> Any:
         if self.call is None:
@@ -421,7 +474,12 @@ class _Scheduler:
         """Start the jobs due at ``now`` (monotonic); return the seconds until
         the next is due, or None if none is planned."""
         start, lapses = [], []
+        offset = self.wall() - now
         with self._lock:
+            if self._walled and self._offset is not None \
+                    and abs(offset - self._offset) >= _STEPPED:
+                self._follow_the_wall_clock(offset)
+            self._offset = offset
             heap = self._heap
             while heap and heap[0][0] <= now:
                 entry = heapq.heappop(heap)
@@ -430,7 +488,12 @@ class _Scheduler:
                     continue  # replaced, or the job is gone
                 if job in self._paused:
                     continue  # resume() plans it again
-                behind = int((now - due) // job.interval)  # ticks missed already
+                if job._at is not None:
+                    behind = self._next_time(job, origin, now + offset, offset)
+                    if behind is None:
+                        continue
+                else:
+                    behind = int((now - due) // job.interval)  # ticks missed already
                 if job in self._running:
                     lapses.append((job, behind + 1, "is still running at its next due"
                                                     " time; skipping runs until it finishes"))
@@ -439,25 +502,46 @@ class _Scheduler:
                         lapses.append((job, behind, f"was {behind} run(s) behind (was the"
                                                     " process suspended?); running it once now"))
                     self._running.add(job)
-                    start.append((job, due))
-                index = round((due - origin) / job.interval) + behind + 1
-                while origin + index * job.interval <= now:  # float rounding
-                    index += 1
-                self._push(job, origin, index)
+                    start.append((job, origin if job._at is not None else due + offset))
+                if job._at is None:
+                    index = round((due - origin) / job.interval) + behind + 1
+                    while origin + index * job.interval <= now:  # float rounding
+                        index += 1
+                    self._push(job, origin, index)
             delay = heap[0][0] - now if heap else None
         for job, ticks, why in lapses:
             job._skip(ticks, why)
             self.notify("skipped", job, reason=why)
         if start:
             self._dirty = True
-            offset = self.wall() - now
             for job, due in start:
                 try:
-                    self.submit(job.name, functools.partial(self._run, job, due + offset),
+                    self.submit(job.name, functools.partial(self._run, job, due),
                                 functools.partial(self._running.discard, job))
                 except RuntimeError:  # the pool was closed meanwhile: a stop
                     self._running.discard(job)
         return delay
+
+    def _next_time(self, job: Job, time: float, wall: float, offset: float) -> int | None:
+        """Plan an ``at=`` job due at wall ``time`` by its next time after
+        ``wall``; return the times it has missed already, or None if ``time``
+        has not come on the wall clock (which was set back)."""
+        if wall < time - _STEPPED:
+            self._push_at(job, time, offset)
+            return None
+        missed, later = 0, job._at.next_after(time, job.tz)
+        while later <= wall and missed < 10_000:  # a long suspension: bounded
+            missed += 1
+            later = job._at.next_after(later, job.tz)
+        self._push_at(job, later, offset)
+        return missed
+
+    def _follow_the_wall_clock(self, offset: float) -> None:
+        # The wall clock was stepped (NTP, by hand) or the process slept: at=
+        # jobs are due at wall times, so their monotonic due times move.
+        for job, entry in list(self._plans.items()):
+            if job._at is not None:
+                self._push_at(job, entry[2], offset)
 
     def _run(self, job: Job, due: float) -> None:
         self.notify("started", job)
@@ -494,17 +578,27 @@ class _Scheduler:
         if job not in self._paused:
             heapq.heappush(self._heap, entry)
 
-    def _plan(self, job: Job, saved: list | None) -> None:
-        """Put a job on its grid, from what the deployment state says of it."""
+    def _push_at(self, job: Job, time: float, offset: float) -> None:
+        # An at= job's entry: (monotonic due, job, its wall time).
+        entry = _Entry((time - offset, job, time))
+        self._plans[job] = entry
+        if job not in self._paused:
+            heapq.heappush(self._heap, entry)
+
+    def _plan(self, job: Job, saved: list | None, now: float, wall: float) -> None:
+        """Put a job on its grid, from what the deployment state says of it;
+        ``now`` and ``wall`` are one reading of both clocks."""
         origin = None
         if saved is not None:
             interval, origin = saved[0], saved[1]
             job._adopt(saved[2:9])
             if interval != job.interval:  # declared anew: a new grid from its last run
                 origin = saved[2]
-        now, wall = self.clock(), self.wall()
-        origin, index = job._first_due(wall, origin, self._crashed)
-        self._push(job, origin - wall + now, index)
+        if job._at is not None:
+            self._push_at(job, job._first_occurrence(wall, origin, self._crashed), wall - now)
+        else:
+            origin, index = job._first_due(wall, origin, self._crashed)
+            self._push(job, origin - wall + now, index)
         self._dirty = True
 
     # -- the thread --
@@ -548,7 +642,7 @@ class _Scheduler:
             return delay  # the thread saves, as soon as it starts
         if self._dirty and self.clock() >= self._saved_at + _SAVE_EVERY:
             self.save()
-        wakes = [delay, self._renew_at - self.clock()]
+        wakes = [delay, self._renew_at - self.clock(), _WALL_CHECK if self._walled else None]
         if self._dirty:
             wakes.append(self._saved_at + _SAVE_EVERY - self.clock())
         wake = min(w for w in wakes if w is not None)
@@ -618,8 +712,9 @@ class _Scheduler:
                     saved = state["jobs"] if state else {}
                     self._crashed = bool(state and state["runner"])
                     self._folded = state["folded"] if state else 0.0
+                    now, wall = self.clock(), self.wall()
                     for job in self.jobs.values():
-                        self._plan(job, saved.pop(job.name, None))
+                        self._plan(job, saved.pop(job.name, None), now, wall)
                     self._unclaimed = saved
                     self.holding = True
                     self.runner = _runner()  # since now, for every save and status
@@ -711,8 +806,13 @@ class _Scheduler:
         monotonic time."""
         plan = self._plans.get(job)
         paused = job in self._paused
-        return [job.interval, None if plan is None else plan[2] + offset, *job._history(),
-                None if plan is None or paused else plan[0] + offset,
+        if plan is None:
+            origin = due = None
+        elif job._at is not None:  # its entry holds its wall time
+            origin = due = plan[2]
+        else:
+            origin, due = plan[2] + offset, plan[0] + offset
+        return [job.interval, origin, *job._history(), None if paused else due,
                 job in self._running, paused]
 
     def _save(self, runner: bool, changed: bool) -> None:
@@ -765,6 +865,114 @@ def _first_due(interval: float, run_now: bool, now: float, origin: float | None,
     if ran or (crashed and last_tick > now - 2 * _SAVE_EVERY):
         return origin, ticks + 1
     return now, 0
+
+
+class _At:
+    """A time of the local clock, ``at=`` of a job: each day ("03:00"), each
+    hour (":15") or each week ("mon 09:00").  Occurrences are wall times.
+
+    A daily or weekly time that a spring-forward day skips falls on the
+    first instant after the gap, and one that a fall-back day repeats on
+    its first occurrence.  An hourly one falls on every instant whose
+    local minute and second are those given: once in each real hour, so
+    also in an hour that the clock repeats.  ``tz`` None: the ticker's zone.
+    """
+
+    __slots__ = ("text", "period", "weekday", "seconds", "tz", "_last")
+
+    def __init__(self, text: str, period: float, weekday: int | None, seconds: int,
+                 tz: tzinfo | None) -> None:
+        self.text, self.period, self.weekday, self.seconds, self.tz = \
+            text, period, weekday, seconds, tz
+        # (wall, tz, answer) of the last question: a ticker plans all its
+        # jobs from one reading of the clock, and thousands of jobs may
+        # share an _At (see _parse_at).
+        self._last: tuple = (None, None, None)
+
+    def next_after(self, wall: float, tz: tzinfo) -> float:
+        """The first occurrence after ``wall``, in the zone ``tz``."""
+        tz = self.tz or tz
+        asked, zone, answer = self._last
+        if asked != wall or zone is not tz:
+            answer = self._after(wall, tz)
+            self._last = (wall, tz, answer)
+        return answer
+
+    def _after(self, wall: float, tz: tzinfo) -> float:
+        if self.period == 3600:
+            return self._hourly_after(wall, tz)
+        day = datetime.fromtimestamp(wall, tz).date() - timedelta(days=1)
+        for _ in range(10):
+            if self.weekday is None or day.weekday() == self.weekday:
+                occurrence = self._on(day, tz)
+                if occurrence > wall:
+                    return occurrence
+            day += timedelta(days=1)
+        raise AssertionError("no occurrence within ten days")  # pragma: no cover
+
+    def _on(self, day: date, tz: tzinfo) -> float:
+        midnight = _plain_day(day, tz)
+        if midnight is not None:
+            return midnight + self.seconds
+        hour, rest = divmod(self.seconds, 3600)
+        naive = datetime.combine(day, dtime(hour, rest // 60, rest % 60))
+        first = naive.replace(tzinfo=tz).timestamp()  # fold=0: the first of two
+        if datetime.fromtimestamp(first, tz).replace(tzinfo=None) == naive:
+            return first
+        # Skipped by a spring-forward: the gap ends between the two readings
+        # of the time, the one with the offset after it and the one before.
+        low, high = naive.replace(tzinfo=tz, fold=1).timestamp(), first
+        while high - low > 1:
+            mid = (low + high) // 2
+            if datetime.fromtimestamp(mid, tz).replace(tzinfo=None) > naive:
+                high = mid
+            else:
+                low = mid
+        return high
+
+    def _hourly_after(self, wall: float, tz: tzinfo) -> float:
+        # An instant t is one when (t + its UTC offset) is ``seconds`` past a
+        # whole hour.  The offset may change within the next two hours (a
+        # DST change), so each offset seen in them is tried.
+        def offset(t: float) -> float:
+            return datetime.fromtimestamp(t, tz).utcoffset().total_seconds()
+        best = math.inf
+        for ahead in range(0, 7201, 1800):
+            shift = offset(wall + ahead)
+            base = wall + (self.seconds - wall - shift) % 3600
+            for t in (base, base + 3600):
+                if wall < t < best and offset(t) == shift:
+                    best = t
+        return best
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_day(day: date, tz: tzinfo) -> float | None:
+    """The wall time of ``day``'s midnight in ``tz`` if the day keeps one UTC
+    offset from start to end (no DST change), else None.  Cached: jobs at
+    different times of one day share it."""
+    midnight = datetime.combine(day, dtime(), tz)
+    start = midnight.timestamp()
+    end = datetime.combine(day + timedelta(days=1), dtime(), tz).timestamp()
+    offset = datetime.fromtimestamp(start, tz).utcoffset()
+    if datetime.fromtimestamp(end - 1, tz).utcoffset() != offset or \
+            midnight.utcoffset() != offset:
+        return None
+    return start
+
+
+def _first_occurrence(at: _At, tz: tzinfo, run_now: bool, now: float, origin: float | None,
+                      last_due: float | None, crashed: bool) -> float:
+    """When an ``at=`` job is due next, on the wall clock: `_first_due`'s
+    rule for local times.  ``origin`` is the first due time recorded for a
+    job that has not run yet.  An occurrence missed while the deployment was
+    down runs once, now, however many were missed."""
+    if origin is None and last_due is None:
+        return now if run_now else at.next_after(now, tz)
+    missed = origin if last_due is None else at.next_after(last_due, tz)
+    if missed <= now and not (crashed and missed > now - 2 * _SAVE_EVERY):
+        return now
+    return at.next_after(now, tz)
 
 
 def _loop(ref: weakref.ref[_Scheduler], wakeup: threading.Event) -> None:
@@ -1070,9 +1278,9 @@ class _RedisLease(_Lease):
     of `_LockFile`, in ``key:state``, ``key:runner`` and ``key:runs``.
     """
 
-    # KEYS[1] the lease; ARGV[1] the token, ARGV[2] the TTL in ms.  Taking a
-    # lease this process still holds renews it: after a lapse of its own it
-    # need not wait out its own TTL.
+    # KEYS[1] the lease; ARGV[1] the token, ARGV[2] the TTL in ms.  Where
+    # SET NX finds the lease taken, this process may hold it still: after a
+    # lapse of its own, it need not wait out its own TTL.
     _TAKE = """
         local holder = redis.call('get', KEYS[1])
         if holder and holder ~= ARGV[1] then return 0 end
@@ -1130,6 +1338,8 @@ class _RedisLease(_Lease):
         return result
 
     def take(self, block: bool) -> bool:
+        if self._do(self.client.set, self.key, self._token, nx=True, px=self._ms):
+            return True
         return self._do(self._take, keys=self._keys[:1], args=[self._token, self._ms]) == 1
 
     def renew(self) -> bool:
@@ -1173,8 +1383,8 @@ class _RedisLease(_Lease):
         return _runs_since(self._do(self.client.lrange, self._keys[3], 0, -1), since)
 
 
-def _describe(job: dict, now: float) -> str:
-    """One line of ``flask ticker list``."""
+def _describe(job: dict, now: float, tz: tzinfo | None = None) -> str:
+    """One line of ``flask ticker list``; an at= job's times in its zone ``tz``."""
     def ago(iso: str) -> str:
         return _seconds(round(max(0.0, now - datetime.fromisoformat(iso).timestamp())))
 
@@ -1185,7 +1395,13 @@ def _describe(job: dict, now: float) -> str:
         last = "running now" if job["running"] else outcome
     when = "paused" if job["paused"] else f"next {job['next_run'][:19]} UTC" \
         if job["next_run"] else "not scheduled"
-    return (f"{job['name']}  every {_seconds(job['interval'])}  {when}  {last}"
+    every = _seconds(job["interval"])
+    if job["at"]:
+        every += f" at {job['at']} {job['tz']}"
+        if job["next_run"] and not job["paused"] and tz is not None:
+            shown = datetime.fromisoformat(job["next_run"]).astimezone(tz)
+            when = f"next {shown:%Y-%m-%d %H:%M:%S} {shown.tzname()}"
+    return (f"{job['name']}  every {every}  {when}  {last}"
             f"  runs={job['runs']} failures={job['failures']}")
 
 
@@ -1282,6 +1498,9 @@ class Ticker:
           holder's last renewal; it bounds how long a dead host's jobs wait.
         - ``TICKER_LOCK_KEY`` (``"flask_ticker:" + app.name``): the Redis
           key of the lease; the state's keys begin with it.
+        - ``TICKER_TIMEZONE`` (the server's zone: ``TZ``, else
+          ``/etc/localtime``, else UTC with a warning): the zone of ``at=``
+          jobs without a ``tz``; a zoneinfo key or a tzinfo.
 
         Binding another app moves the ticker: it stops serving the first.
         """
@@ -1301,6 +1520,7 @@ class Ticker:
         retry = config.setdefault("TICKER_LOCK_RETRY", 5.0)
         ttl = config.setdefault("TICKER_LOCK_TTL", 30.0)
         key = config.setdefault("TICKER_LOCK_KEY", f"flask_ticker:{app.name}")
+        zone = config.setdefault("TICKER_TIMEZONE", None)
         if enabled not in (None, True, False):
             raise ValueError(f"TICKER_ENABLED must be True, False or None (unset),"
                              f" got {enabled!r}")
@@ -1315,6 +1535,7 @@ class Ticker:
             raise ValueError(f"TICKER_LOCK_TTL must be finite seconds >= 0.01, got {ttl!r}")
         if not (isinstance(key, str) and key):
             raise ValueError(f"TICKER_LOCK_KEY must be a non-empty string, got {key!r}")
+        zone = None if zone is None else _zone(zone, "TICKER_TIMEZONE")
         lease = _lease(lock, key, ttl)
         if self.app is not None:
             self.stop(self._shutdown_timeout)
@@ -1323,7 +1544,7 @@ class Ticker:
         self._task_pool.reopen()
         self._shutdown_timeout = timeout
         scheduler = self._scheduler
-        scheduler.lease, scheduler.retry = lease, retry
+        scheduler.lease, scheduler.retry, scheduler.zone = lease, retry, zone
         scheduler.call = functools.partial(_call_in_context, app)
         scheduler.log = lease.log = self._job_pool.log = self._task_pool.log = \
             app.logger.getChild("flask_ticker")
@@ -1340,13 +1561,18 @@ class Ticker:
     # -- registering jobs --
 
     def every(self, interval: float | timedelta, func: Callable[..., Any] | None = None, *,
-              name: str | None = None, run_now: bool = True,
+              name: str | None = None, run_now: bool | None = None, at: str | None = None,
+              tz: str | tzinfo | None = None,
               args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Any:
         """Run ``func`` every ``interval`` seconds (a number or a timedelta).
 
-        With ``run_now`` the first run is due when the ticker starts (or at
-        once, if it has started), unless the deployment state says it ran
-        less than one interval ago; else one interval later.  ``name``
+        With ``run_now`` (the default without ``at``) the first run is due
+        when the ticker starts (or at once, if it has started), unless the
+        deployment state says it ran less than one interval ago; else one
+        interval later.  ``at`` runs it at a time of the local clock instead:
+        ``"03:00"`` or ``"03:00:30"`` with an interval of one day, ``":15"``
+        with one hour, ``"mon 09:00"`` with one week; ``tz`` is its zone, a
+        zoneinfo key or a tzinfo (default: TICKER_TIMEZONE).  ``name``
         defaults to the function's qualified name and is unique per ticker;
         declaring the same function again under its name (an app factory
         called again) replaces the declaration.  Returns the `Job`; without
@@ -1354,9 +1580,11 @@ class Ticker:
         """
         label = name if name is not None or func is None else _name(func)
         seconds = _check_interval(interval, label)
+        when = None if at is None and tz is None else _parse_at(at, seconds, tz)
         if func is None:
             def register(f: F) -> F:
-                self.every(seconds, f, name=name, run_now=run_now, args=args, kwargs=kwargs)
+                self.every(seconds, f, name=name, run_now=run_now, at=at, tz=tz, args=args,
+                           kwargs=kwargs)
                 return f
             return register
         _check_callable(func, f"every(): func for job {label!r}")
@@ -1368,8 +1596,10 @@ class Ticker:
             raise TypeError(f"every(): args for job {name!r} must be a tuple, got {args!r}")
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"every(): kwargs for job {name!r} must be a dict, got {kwargs!r}")
-        return self._scheduler.add(Job(self._scheduler, func, seconds, name, bool(run_now),
-                                       tuple(args), dict(kwargs) if kwargs else _NO_KWARGS))
+        run_now = at is None if run_now is None else bool(run_now)
+        return self._scheduler.add(Job(self._scheduler, func, seconds, name, run_now,
+                                       tuple(args), dict(kwargs) if kwargs else _NO_KWARGS,
+                                       when))
 
     @property
     def jobs(self) -> list[Job]:
@@ -1386,7 +1616,7 @@ class Ticker:
 
         ``{"running": this process's thread runs, "is_runner": it runs the
         jobs, "runner": {"pid", "host", "since"} or None, "scope":
-        "deployment" or "process", "jobs": [{"name", "interval", "paused",
+        "deployment" or "process", "jobs": [{"name", "interval", "at", "tz", "paused",
         "next_run", "last_run", "last_duration", "last_error", "runs",
         "failures", "skipped", "running"}, ...]}``, times in ISO 8601 UTC.  With no shared state (``TICKER_LOCK = False`` or a
         custom lock) the figures are this process's: ``scope`` says which.
@@ -1406,6 +1636,7 @@ class Ticker:
                 next_due, running, paused = row
             running = running and (runner is not None or job.running)  # not a crashed one's
             jobs.append({"name": job.name, "interval": interval or job.interval,
+                         "at": job.at, "tz": job.tz and _zone_name(job.tz),
                          "paused": paused, "next_run": _iso(next_due),
                          "last_run": _iso(last_run), "last_duration": duration,
                          "last_error": error, "runs": runs, "failures": failures,
@@ -1501,8 +1732,8 @@ class Ticker:
             click.echo(f"run by process {runner['pid']} on {runner['host']} since"
                        f" {runner['since'][:19]} UTC" if runner else
                        "no process runs the jobs now")
-            for job in shown["jobs"]:
-                click.echo(_describe(job, time.time()))
+            for row in shown["jobs"]:
+                click.echo(_describe(row, time.time(), self._scheduler.jobs[row["name"]].tz))
 
         @group.command("run")
         @click.argument("name")
@@ -1782,6 +2013,9 @@ def _redis_client(url: str, ttl: float) -> Any:
     except ImportError:
         raise ImportError("TICKER_LOCK is a Redis URL, which needs redis-py:"
                           " pip install 'flask-ticker[redis]'") from None
+    # The first connection's getaddrinfo() would import this (4 ms) on the
+    # way to the first run; here it is a sliver of importing redis-py.
+    import encodings.idna  # noqa: F401
     # A call that hangs would hold up renewals and stop(); redis-py's
     # default waits forever.
     timeout = min(5.0, ttl / 3)
@@ -1792,8 +2026,14 @@ def _redis_client(url: str, ttl: float) -> Any:
             raise ValueError("no socket path")
         if parts.scheme != "unix" and not re.fullmatch(r"/?\d*", parts.path):
             raise ValueError(f"the database must be a number, not {parts.path[1:]!r}")
-        return redis.Redis.from_url(url, socket_timeout=timeout,
-                                    socket_connect_timeout=timeout)
+        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        # Newer redis-py labels each new connection and asks for maintenance
+        # notices, which costs the first run several ms; a lease needs neither.
+        accepted = inspect.signature(redis.Redis.__init__).parameters
+        labels = ["driver_info"] if "driver_info" in accepted else ["lib_name", "lib_version"]
+        options.update((name, None) for name in [*labels, "maint_notifications_config"]
+                       if name in accepted)
+        return redis.Redis.from_url(url, **options)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"TICKER_LOCK must be a Redis URL such as"
                          f" redis://[:password@]host:port/db, got {_redact(url)!r}: {exc}"
@@ -2006,6 +2246,84 @@ def _utc(wall: float | None) -> datetime | None:
 
 def _iso(wall: float | None) -> str | None:
     return None if wall is None else _utc(wall).isoformat()
+
+
+_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+_PERIODS = {86400.0: "one day", 3600.0: "one hour", 604800.0: "one week"}
+
+
+def _parse_at(at: Any, interval: float, tz: Any) -> _At:
+    try:  # jobs that share a time share its _At: an app may register thousands
+        return _parsed[at, interval, tz]
+    except (KeyError, TypeError):  # TypeError: not hashable, so not valid either
+        pass
+    if at is None:
+        raise ValueError(f"every(): tz= needs at=, got tz={tz!r} without it; an interval"
+                         " job follows the monotonic clock, in no zone")
+    found = re.fullmatch(r"(?:([a-z]+) +)?(\d\d?)?:(\d\d)(?::(\d\d))?",
+                         at.strip().lower()) if isinstance(at, str) else None
+    day, hour, minute, second = found.groups() if found else (None,) * 4
+    weekday = None if not day or len(day) < 3 else next(
+        (i for i, name in enumerate(_WEEKDAYS) if name.startswith(day)), None)
+    if not found or (day and weekday is None) or (day and hour is None) \
+            or int(hour or 0) > 23 or int(minute) > 59 or int(second or 0) > 59:
+        raise ValueError("every(): at must be 'HH:MM[:SS]' (each day), ':MM[:SS]' (each"
+                         f" hour) or 'mon HH:MM' (each week), got {at!r}")
+    period = 604800.0 if day else 86400.0 if hour is not None else 3600.0
+    if interval != period:
+        raise ValueError(f"every(): at={at!r} needs interval={period:g} ({_PERIODS[period]}),"
+                         f" got interval={interval:g}; at= takes an interval of one day,"
+                         " one hour or one week")
+    seconds = int(hour or 0) * 3600 + int(minute) * 60 + int(second or 0)
+    parsed = _parsed[at, interval, tz] = _At(at, period, weekday, seconds,
+                                             None if tz is None else _zone(tz, "every(): tz"))
+    return parsed
+
+
+# No bound: it holds as many times as the app declares.
+_parsed: dict[tuple, _At] = {}
+
+
+def _zone(tz: Any, what: str) -> tzinfo:
+    if isinstance(tz, tzinfo):
+        return tz
+    if not isinstance(tz, str):
+        raise TypeError(f"{what} must be a zoneinfo key such as 'Europe/Berlin' or a tzinfo,"
+                        f" got {tz!r}")
+    import zoneinfo  # only where at= is used
+    try:
+        return zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{what} must be a zoneinfo key such as 'Europe/Berlin', got {tz!r},"
+                         " which is no zone here (where the OS has no time zone database,"
+                         " pip install tzdata)") from None
+
+
+def _local_zone(log: logging.Logger) -> tzinfo:
+    """The server's zone, as cron finds it: TZ, else /etc/localtime."""
+    import zoneinfo
+    key = os.environ.get("TZ", "").lstrip(":")
+    with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError):
+        if key:
+            return zoneinfo.ZoneInfo(key)
+        path = os.path.realpath("/etc/localtime")
+        if "/zoneinfo/" in path:
+            return zoneinfo.ZoneInfo(path.split("/zoneinfo/", 1)[1])
+    with contextlib.suppress(OSError, ValueError), open("/etc/localtime", "rb") as file:
+        return zoneinfo.ZoneInfo.from_file(file, key="localtime")
+    log.warning("no local time zone found (TZ, /etc/localtime): at= times are in UTC;"
+                " set TICKER_TIMEZONE to say which zone they are in")
+    return timezone.utc
+
+
+def _local(wall: float, tz: tzinfo) -> str:
+    """A wall time as the zone's clock shows it, with the zone's name."""
+    shown = datetime.fromtimestamp(wall, tz)
+    return f"{shown:%Y-%m-%d %H:%M:%S} {shown.tzname()} ({_zone_name(tz)})"
+
+
+def _zone_name(tz: tzinfo) -> str:
+    return getattr(tz, "key", None) or str(tz)
 
 
 def _seconds(s: float) -> str:

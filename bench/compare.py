@@ -136,6 +136,20 @@ class Scheduler:
                     fn()
             self.threads.append(threading.Thread(target=loop, daemon=True))
 
+    def add_daily(self, hour: int, minute: int, fn) -> None:
+        """A job each day at hour:minute UTC, the first run then."""
+        self.count += 1
+        name = f"job{self.count}"
+        if self.name == "flask_ticker":
+            self.ticker.every(86400, fn, name=name, at=f"{hour:02d}:{minute:02d}", tz="UTC")
+        elif self.name in ("apscheduler", "flask_apscheduler"):
+            self.sched.add_job(func=fn, trigger="cron", hour=hour, minute=minute,
+                               timezone="UTC", id=name)
+        elif self.name == "schedule":
+            self.schedule.every().day.at(f"{hour:02d}:{minute:02d}", "UTC").do(fn)
+        else:
+            raise CannotDo("no wall-clock times")
+
     def start(self) -> None:
         if self.name == "flask_ticker":
             self.ticker.start()
@@ -193,15 +207,19 @@ def m_import(name: str) -> dict:
     return {"ms": (time.perf_counter() - began) * 1000, "modules": len(sys.modules) - before}
 
 
-def m_idle(name: str, jobs: int = 10, idle: bool = False) -> dict:
+def m_idle(name: str, jobs: int = 10, idle: bool = False, daily: bool = False) -> dict:
     """Register ``jobs`` hourly jobs and start: memory, threads, stop, and
-    with ``idle``, the CPU spent over IDLE_SECONDS of doing nothing."""
+    with ``idle``, the CPU spent over IDLE_SECONDS of doing nothing.  With
+    ``daily``, jobs at a time of day instead, all minutes of the day in turn."""
     import flask  # noqa: F401
     base_rss, base_threads = rss_kib(), threading.active_count()
     began = time.perf_counter()
     sched = Scheduler(name)
-    for _ in range(jobs):
-        sched.add(HOURLY, lambda: None, run_now=False)
+    for i in range(jobs):
+        if daily:
+            sched.add_daily(i // 60 % 24, i % 60, lambda: None)
+        else:
+            sched.add(HOURLY, lambda: None, run_now=False)
     sched.start()
     start_ms = (time.perf_counter() - began) * 1000
     time.sleep(0.2)
@@ -499,6 +517,8 @@ def main() -> None:
         r["failing"] = measure(impl, "failing")
         r["idle10k"] = measure(impl, "idle", 1, jobs=100 if quick else 10_000, idle=True,
                                timeout=300)
+        r["daily10k"] = measure(impl, "idle", 1, jobs=100 if quick else 10_000, daily=True,
+                                timeout=300)
     for impl in ["flask_ticker", "apscheduler"]:
         results["growth"][impl] = {
             n: measure(impl, "growth", 1, jobs=n, timeout=600)
@@ -600,6 +620,9 @@ ROWS = [  # (label, section, metric, key, format)
     ("many hourly jobs: RSS added (KiB)", "idle10k", "rss_kib", "{:.0f}"),
     ("many hourly jobs: threads added", "idle10k", "threads", "{:.0f}"),
     ("many hourly jobs: stop (ms)", "idle10k", "stop_ms", "{:.2f}"),
+    ("as many daily jobs, at= / cron: register + start (ms)", "daily10k", "register_start_ms",
+     "{:.1f}"),
+    ("as many daily jobs, at= / cron: RSS added (KiB)", "daily10k", "rss_kib", "{:.0f}"),
 ]
 BACKGROUND_ROWS = [
     ("trivial tasks, in an app context, until done (ms)", "trivial", "ms", "{:.0f}"),

@@ -15,6 +15,7 @@ INTERVAL = float(os.environ.get("JOB_INTERVAL", "0.5"))
 JOB_SECONDS = float(os.environ.get("JOB_SECONDS", "0"))
 RUN_NOW = os.environ.get("JOB_RUN_NOW", "1") == "1"
 FAILS = os.environ.get("JOB_FAILS") == "1"
+AT = os.environ.get("JOB_AT")  # "HH:MM:SS" UTC: a daily job at that time
 
 app = Flask(__name__, instance_path=os.environ.get("INSTANCE_PATH"))
 app.config["TICKER_LOCK_RETRY"] = 0.2
@@ -40,6 +41,12 @@ def tick() -> None:
 @ticker.every(3600)
 def hourly() -> None:
     note("hourly")
+
+
+if AT:
+    @ticker.every(86400, at=AT, tz="UTC")
+    def nightly() -> None:
+        note("at")
 
 
 @app.get("/")

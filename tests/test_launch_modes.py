@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 from conftest import BIN, HERE, ROOT, Run, assert_once_per_tick, require, wait_until
@@ -375,3 +375,15 @@ def test_the_ticker_leaves_a_sigterm_handler_of_the_apps_alone(serve, tmp_path):
     os.kill(server.pid, signal.SIGTERM)
     assert server.proc.wait(timeout=40) == 3
     assert "the app's own handler" in server.output()
+
+
+def test_an_at_job_runs_once_at_its_wall_time_in_one_gunicorn_worker(serve):
+    due = int(time.time()) + 8  # about five seconds after the workers are up
+    at = datetime.fromtimestamp(due, timezone.utc).strftime("%H:%M:%S")
+    server = serve([BIN / "gunicorn", "-w", "2", *GUNICORN[1:]], JOB_AT=at, JOB_INTERVAL="3600")
+    server.wait_until_serving()
+    assert time.time() < due - 1, "gunicorn took too long to start for this test"
+    [run] = server.wait_for_runs(1, prefix="at", timeout=30)
+    time.sleep(1.5)  # a second run, in the other worker, would be in by now
+    assert server.runs("at") == [run]
+    assert abs(run.at - due) < 0.5, run.at - due

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -155,16 +156,17 @@ def test_an_outage_stops_runs_within_the_ttl_is_logged_once_and_runs_resume_afte
     caplog.set_level(logging.INFO)
     ticker, clock, ran = tickers(redis_server.url, TICKER_LOCK_TTL=30)
     ticker.run_pending()
+    settle(ticker)
     redis_server.stop()
     for _ in range(5):  # a run is due at 1010 and 1020: within the TTL, they run
         clock.now += 5
         ticker.run_pending()
-    settle(ticker)
+        settle(ticker)  # each run reads the clock before it moves on
     assert ran == [1000.0, 1010.0, 1020.0]
     for _ in range(5):  # at 1030 the TTL has passed without a renewal: no run
         clock.now += 5
         ticker.run_pending()
-    settle(ticker)
+        settle(ticker)
     assert ran == [1000.0, 1010.0, 1020.0]
     warnings = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
     assert len(warnings) == 1 and "TICKER_LOCK" in warnings[0], warnings
@@ -308,3 +310,16 @@ def test_a_restart_of_every_host_keeps_the_schedule(serve, tmp_path, redis_serve
     b.wait_until_serving()
     time.sleep(1.5)
     assert len(b.runs("hourly")) == 1 and len(b.runs("tick")) == 1  # neither again
+
+
+def test_an_at_job_runs_once_on_two_hosts(serve, tmp_path, redis_server):
+    due = int(time.time()) + 6
+    at = datetime.fromtimestamp(due, timezone.utc).strftime("%H:%M:%S")
+    hosts = [host(serve, tmp_path, name, redis_server.url, JOB_AT=at, JOB_INTERVAL="3600")
+             for name in ("a", "b")]
+    for server in hosts:
+        server.wait_until_serving()
+    assert time.time() < due - 1, "the hosts took too long to start for this test"
+    [run] = hosts[0].wait_for_runs(1, prefix="at", timeout=30)
+    time.sleep(1.5)
+    assert hosts[0].runs("at") == [run] and abs(run.at - due) < 0.5
