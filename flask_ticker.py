@@ -186,7 +186,7 @@ class Job:
     def tz(self) -> tzinfo | None:
         """The zone of ``at``: its ``tz``, else TICKER_TIMEZONE; None for an
         interval job."""
-        return None if self._at is None else self._at.tz or self._scheduler.tz
+        return None if self._at is None else self._at.tz or self._scheduler.zone
 
     @property
     def last_run(self) -> datetime | None:
@@ -297,12 +297,18 @@ class Job:
     def _declares_the_same_function(self, other: Job) -> bool:
         return _identity(other._func) == _identity(self._func)
 
-    def _first_due(self, now: float, origin: float | None, crashed: bool) -> tuple[float, int]:
-        return _first_due(self._interval, self._run_now, now, origin, self._last_due, crashed)
+    def _first_due(self, now: float, origin: float | None,
+                   unsure: tuple[float, float] | None) -> tuple[float, int]:
+        return _first_due(self._interval, self._run_now, now, origin, self._last_due, unsure)
 
-    def _first_occurrence(self, now: float, origin: float | None, crashed: bool) -> float:
+    def _first_occurrence(self, now: float, origin: float | None,
+                          unsure: tuple[float, float] | None) -> float:
         return _first_occurrence(self._at, self.tz, self._run_now, now, origin,
-                                 self._last_due, crashed)
+                                 self._last_due, unsure)
+
+    def _next_time(self, wall: float) -> float:
+        """An at= job's first time after the wall time ``wall``."""
+        return self._at.next_after(wall, self.tz)
 
     def __repr__(self) -> str:
         due = self._scheduler.next_due(self)
@@ -334,7 +340,7 @@ class _Scheduler:
         self.call: Callable[[Callable[..., Any], tuple, Mapping[str, Any]], Any] | None = None
         self.submit: Callable[[str, Callable[[], None], Callable[[], Any]], None] | None = None
         self.retry = 5.0
-        self.zone: tzinfo | None = None  # of at= jobs without their own; None: the server's
+        self.zone: tzinfo | None = None  # of at= jobs without their own tz (the Ticker's)
         self.log = logger  # the app's, once bound: see Ticker.init_app
         # notify(event, job, **details): "started", "finished", "failed",
         # "skipped"; the Ticker sends them as signals.
@@ -344,14 +350,6 @@ class _Scheduler:
         self._walled = 0  # jobs with at=, whose due times follow the wall clock
         self._offset: float | None = None  # wall minus monotonic time, at the last pass
         self._reset()
-
-    @property
-    def tz(self) -> tzinfo:
-        """The zone of at= jobs without their own; found on first use, since
-        most apps have no at= job."""
-        if self.zone is None:
-            self.zone = _local_zone(self.log)
-        return self.zone
 
     def _reset(self) -> None:
         # What a forked child builds anew: its parent's threads are gone,
@@ -374,7 +372,9 @@ class _Scheduler:
         self.holding = False
         self.runner: dict | None = None  # this process, while it holds the lease
         self._unclaimed: dict[str, list] = {}  # saved jobs not registered (yet)
-        self._crashed = False  # the last holder left without saving
+        # Wall times within which the last holder, which left without saving,
+        # may have started runs that the state does not show; or None.
+        self._unsure: tuple[float, float] | None = None
         self._folded = 0.0     # runs by hand up to this wall time are in the history
         self._dirty = False    # history changed since the last save
         self._saved_at = -math.inf  # monotonic
@@ -388,7 +388,7 @@ class _Scheduler:
             known = self.jobs.get(job.name)
             if known is None:
                 self.jobs[job.name] = job
-                self._walled += job._at is not None
+                self._walled += job.at is not None
                 if self.holding:
                     self._plan(job, self._unclaimed.pop(job.name, None), self.clock(),
                                self.wall())
@@ -397,8 +397,8 @@ class _Scheduler:
                     f"every(): a job named {job.name!r} is already registered on this"
                     " ticker with another function; pass name= to register another")
             else:  # the same declaration again: an app factory called twice
-                moved = known.interval != job.interval or known.at != job.at
-                self._walled += (job._at is not None) - (known._at is not None)
+                moved = (known.interval, known.at, known.tz) != (job.interval, job.at, job.tz)
+                self._walled += (job.at is not None) - (known.at is not None)
                 known._redeclare(job)
                 job = known
                 if moved and self.holding:
@@ -410,7 +410,7 @@ class _Scheduler:
         with self._lock:
             if self.jobs.get(job.name) is job:
                 del self.jobs[job.name]
-                self._walled -= job._at is not None
+                self._walled -= job.at is not None
                 self._paused.discard(job)
                 self._plans.pop(job, None)
         self._mark_dirty()
@@ -427,10 +427,9 @@ class _Scheduler:
                 return
             self._paused.discard(job)
             plan = self._plans.get(job)
-            if plan is not None and job._at is not None:  # at its next time
+            if plan is not None and job.at is not None:  # at its next time
                 wall = self.wall()
-                self._push_at(job, max(plan[2], job._at.next_after(wall, job.tz)),
-                              wall - self.clock())
+                self._push_at(job, max(plan[2], job._next_time(wall)), wall - self.clock())
             elif plan is not None:  # back on its grid, at the next tick
                 due, _, origin = plan
                 ahead = math.ceil((self.clock() - origin) / job.interval)
@@ -451,7 +450,7 @@ class _Scheduler:
         plan = self._plans.get(job)
         if plan is None or job in self._paused:
             return None
-        return plan[2] if job._at is not None else plan[0] - self.clock() + self.wall()
+        return plan[2] if job.at is not None else plan[0] - self.clock() + self.wall()
 
     def run_here(self, job: Job) -> Any:
         if self.call is None:
@@ -476,10 +475,11 @@ class _Scheduler:
         start, lapses = [], []
         offset = self.wall() - now
         with self._lock:
-            if self._walled and self._offset is not None \
-                    and abs(offset - self._offset) >= _STEPPED:
+            if self._offset is None or not self._walled:
+                self._offset = offset
+            elif abs(offset - self._offset) >= _STEPPED:  # a step, or drift that adds up to one
                 self._follow_the_wall_clock(offset)
-            self._offset = offset
+                self._offset = offset
             heap = self._heap
             while heap and heap[0][0] <= now:
                 entry = heapq.heappop(heap)
@@ -488,8 +488,8 @@ class _Scheduler:
                     continue  # replaced, or the job is gone
                 if job in self._paused:
                     continue  # resume() plans it again
-                if job._at is not None:
-                    behind = self._next_time(job, origin, now + offset, offset)
+                if job.at is not None:
+                    behind = self._plan_next_time(job, origin, now + offset, offset)
                     if behind is None:
                         continue
                 else:
@@ -502,8 +502,8 @@ class _Scheduler:
                         lapses.append((job, behind, f"was {behind} run(s) behind (was the"
                                                     " process suspended?); running it once now"))
                     self._running.add(job)
-                    start.append((job, origin if job._at is not None else due + offset))
-                if job._at is None:
+                    start.append((job, origin if job.at is not None else due + offset))
+                if job.at is None:
                     index = round((due - origin) / job.interval) + behind + 1
                     while origin + index * job.interval <= now:  # float rounding
                         index += 1
@@ -522,28 +522,38 @@ class _Scheduler:
                     self._running.discard(job)
         return delay
 
-    def _next_time(self, job: Job, time: float, wall: float, offset: float) -> int | None:
+    def _plan_next_time(self, job: Job, time: float, wall: float, offset: float) -> int | None:
         """Plan an ``at=`` job due at wall ``time`` by its next time after
         ``wall``; return the times it has missed already, or None if ``time``
         has not come on the wall clock (which was set back)."""
         if wall < time - _STEPPED:
             self._push_at(job, time, offset)
             return None
-        missed, later = 0, job._at.next_after(time, job.tz)
+        missed, later = 0, job._next_time(time)
         while later <= wall and missed < 10_000:  # a long suspension: bounded
             missed += 1
-            later = job._at.next_after(later, job.tz)
+            later = job._next_time(later)
         self._push_at(job, later, offset)
         return missed
 
     def _follow_the_wall_clock(self, offset: float) -> None:
-        # The wall clock was stepped (NTP, by hand) or the process slept: at=
-        # jobs are due at wall times, so their monotonic due times move.
-        for job, entry in list(self._plans.items()):
-            if job._at is not None:
-                self._push_at(job, entry[2], offset)
+        # The wall clock was stepped (NTP, by hand) or the machine slept: at=
+        # jobs are due at wall times, so their monotonic due times move.  The
+        # heap is built anew, so that steps cannot pile up stale entries.
+        live = []
+        for job, entry in self._plans.items():
+            if job.at is not None:
+                entry = self._plans[job] = _Entry((entry[2] - offset, job, entry[2]))
+            if job not in self._paused:
+                live.append(entry)
+        heapq.heapify(live)
+        self._heap = live
 
     def _run(self, job: Job, due: float) -> None:
+        if not self.holding:  # queued behind busy workers, and the lease lost since
+            self._running.discard(job)
+            job._skip(1, "was not started: this process lost the lease (TICKER_LOCK)")
+            return
         self.notify("started", job)
         try:
             result = job._call(self.call, self.wall, self.clock, due)
@@ -559,8 +569,10 @@ class _Scheduler:
 
     def run_by_hand(self, job: Job) -> Any:
         """Run ``job`` now in this thread, and record it in the deployment
-        state: as the runner, if no process is, else beside it."""
-        took = not self.holding and self._take(None, block=False)
+        state: as the runner, if no process is, else beside it.  A lease
+        that expires is never taken for it: nothing would renew it during a
+        long run."""
+        took = not self.holding and self.lease.ttl is None and self._take(None, block=False)
         started, runs = self.wall(), job.runs
         try:
             return self.run_here(job)
@@ -568,7 +580,11 @@ class _Scheduler:
             if took:
                 self.leave()
             elif not self.holding and job.runs > runs:  # it did run
-                self.lease.record(job.name, [started, job.last_duration, job.last_error])
+                try:
+                    self.lease.record(job.name, [started, job.last_duration, job.last_error])
+                except _Outage as exc:  # the caller gets the run's own outcome
+                    self.log.warning("the run of job %r is not in the deployment state: %s",
+                                     job.name, exc)
 
     def _push(self, job: Job, origin: float, index: int) -> None:
         # At index 0 the origin itself, not an equal float: one object less
@@ -594,10 +610,10 @@ class _Scheduler:
             job._adopt(saved[2:9])
             if interval != job.interval:  # declared anew: a new grid from its last run
                 origin = saved[2]
-        if job._at is not None:
-            self._push_at(job, job._first_occurrence(wall, origin, self._crashed), wall - now)
+        if job.at is not None:
+            self._push_at(job, job._first_occurrence(wall, origin, self._unsure), wall - now)
         else:
-            origin, index = job._first_due(wall, origin, self._crashed)
+            origin, index = job._first_due(wall, origin, self._unsure)
             self._push(job, origin - wall + now, index)
         self._dirty = True
 
@@ -665,17 +681,20 @@ class _Scheduler:
             kept = None
         if kept:
             self._renewed_at, self._renew_at = now, now + ttl / 3
-            return True
+            self.save()  # also a sign of life, for a successor's _crash_window
+            return self.holding
         expires = self._renewed_at + ttl
+        now = self.clock()  # a renewal that failed may have taken a while
         if kept is None and now < expires:
             self._renew_at = min(now + min(self.retry, ttl / 3), expires)
             return True
-        self.log.warning("process %d stops starting runs: %s", os.getpid(),
-                         "another process took its lease (TICKER_LOCK)" if kept is False
-                         else f"it could not renew its lease (TICKER_LOCK) within"
-                              f" TICKER_LOCK_TTL ({ttl}s)")
-        self._unplan_all()
+        self._lose("another process took its lease (TICKER_LOCK)" if kept is False else
+                   f"it could not renew its lease (TICKER_LOCK) within TICKER_LOCK_TTL ({ttl}s)")
         return False
+
+    def _lose(self, why: str) -> None:
+        self.log.warning("process %d stops starting runs: %s", os.getpid(), why)
+        self._unplan_all()
 
     def _take(self, thread: threading.Thread | None, block: bool) -> bool:
         """Try to become the runner; on success, plan every job."""
@@ -710,7 +729,7 @@ class _Scheduler:
             with self._lock:
                 if taken and (thread is None or self.owns(thread)):  # not stopped meanwhile
                     saved = state["jobs"] if state else {}
-                    self._crashed = bool(state and state["runner"])
+                    self._unsure = self._crash_window(state and state["runner"])
                     self._folded = state["folded"] if state else 0.0
                     now, wall = self.clock(), self.wall()
                     for job in self.jobs.values():
@@ -731,6 +750,21 @@ class _Scheduler:
         if taken:
             self._release()
         return False
+
+    def _crash_window(self, runner: dict | None) -> tuple[float, float] | None:
+        """Where the state names a runner, it left without a clean stop, and
+        may have started runs it had not saved yet: those of its last
+        moments.  A lease that never expires is free the moment its holder
+        dies, so those moments are now.  One with a TTL is taken over up to
+        a TTL later; its holder saved at least every TTL/3 (see `_keep`), and
+        the time of its last save, ``alive``, bounds its death."""
+        if not runner:
+            return None
+        now, ttl = self.wall(), self.lease.ttl
+        if ttl is None or "alive" not in runner:
+            return now - 2 * _SAVE_EVERY, now
+        alive = runner["alive"]
+        return alive - 2 * _SAVE_EVERY, min(now, alive + ttl / 3 + 2 * _SAVE_EVERY)
 
     def _unplan_all(self) -> None:
         with self._lock:
@@ -793,13 +827,17 @@ class _Scheduler:
         self._saved_at = self.clock()
         with self._saving:
             try:
-                self._save(runner, changed)
+                kept = self._save(runner, changed)
             except _Outage:
                 self._dirty = True
+                return
             except Exception:
                 self._dirty = True
                 self.log.exception("cannot save the jobs' state beside TICKER_LOCK;"
                                    " trying again in %ss", _SAVE_EVERY)
+                return
+        if kept is False and self.holding:
+            self._lose("another process took its lease (TICKER_LOCK) before it saved")
 
     def row(self, job: Job, offset: float) -> list:
         """The job's row of the deployment state; ``offset`` is wall minus
@@ -808,14 +846,14 @@ class _Scheduler:
         paused = job in self._paused
         if plan is None:
             origin = due = None
-        elif job._at is not None:  # its entry holds its wall time
+        elif job.at is not None:  # its entry holds its wall time
             origin = due = plan[2]
         else:
             origin, due = plan[2] + offset, plan[0] + offset
         return [job.interval, origin, *job._history(), None if paused else due,
                 job in self._running, paused]
 
-    def _save(self, runner: bool, changed: bool) -> None:
+    def _save(self, runner: bool, changed: bool) -> bool | None:
         if changed:  # runs made by hand meanwhile join the history
             for name, started, duration, error in self.lease.runs(self._folded):
                 job = self.jobs.get(name)
@@ -831,8 +869,8 @@ class _Scheduler:
             for job in jobs:
                 yield job.name, self.row(job, offset)
             yield from unclaimed  # another version's jobs, kept for when it runs again
-        self.lease.save(self.runner if runner else None, rows() if changed else None,
-                        self._folded)
+        alive = {**self.runner, "alive": self.wall()} if runner and self.runner else None
+        return self.lease.save(alive, rows() if changed else None, self._folded)
 
 
 class _Entry(tuple):
@@ -846,14 +884,16 @@ class _Entry(tuple):
 
 
 def _first_due(interval: float, run_now: bool, now: float, origin: float | None,
-               last_due: float | None, crashed: bool) -> tuple[float, int]:
+               last_due: float | None,
+               unsure: tuple[float, float] | None) -> tuple[float, int]:
     """Where a job's grid goes on, as (origin, index), on the wall clock.
 
     A job with no grid yet starts one: now with ``run_now``, else one
     interval later.  A job whose last tick ran waits for its next tick.  A
     job whose last tick was missed (the deployment was down) runs once, now.
-    A holder that crashed may have started a run in its last `_SAVE_EVERY`
-    without saving it: that tick counts as run, so that no tick runs twice.
+    A holder that crashed may have started runs without saving them, in the
+    window ``unsure`` (see `_Scheduler._crash_window`): a tick there counts
+    as run, so that no tick runs twice.
     """
     if origin is None:
         return (now if run_now else now + interval), 0
@@ -862,7 +902,7 @@ def _first_due(interval: float, run_now: bool, now: float, origin: float | None,
         return origin, 0
     last_tick = origin + ticks * interval
     ran = last_due is not None and last_due >= last_tick - 1e-6
-    if ran or (crashed and last_tick > now - 2 * _SAVE_EVERY):
+    if ran or (unsure and unsure[0] < last_tick <= unsure[1]):
         return origin, ticks + 1
     return now, 0
 
@@ -962,15 +1002,17 @@ def _plain_day(day: date, tz: tzinfo) -> float | None:
 
 
 def _first_occurrence(at: _At, tz: tzinfo, run_now: bool, now: float, origin: float | None,
-                      last_due: float | None, crashed: bool) -> float:
+                      last_due: float | None, unsure: tuple[float, float] | None) -> float:
     """When an ``at=`` job is due next, on the wall clock: `_first_due`'s
     rule for local times.  ``origin`` is the first due time recorded for a
     job that has not run yet.  An occurrence missed while the deployment was
-    down runs once, now, however many were missed."""
+    down runs once, now, however many were missed; occurrences that all
+    fall in ``unsure`` count as run."""
     if origin is None and last_due is None:
         return now if run_now else at.next_after(now, tz)
     missed = origin if last_due is None else at.next_after(last_due, tz)
-    if missed <= now and not (crashed and missed > now - 2 * _SAVE_EVERY):
+    if missed <= now and not (unsure and unsure[0] < missed
+                              and at.next_after(min(unsure[1], now), tz) > now):
         return now
     return at.next_after(now, tz)
 
@@ -1038,9 +1080,10 @@ class _Lease:
         return None
 
     def save(self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None,
-             folded: float) -> None:
+             folded: float) -> bool | None:
         """Record the runner (None: it stopped cleanly) and, unless None,
-        every job's row."""
+        every job's row.  False: this process had lost the lease, and saved
+        nothing."""
 
     def record(self, name: str, run: list) -> None:
         """Note a run made by hand, [started, duration, error], for the runner."""
@@ -1372,15 +1415,77 @@ class _RedisLease(_Lease):
     def save(self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None,
              folded: float) -> None:
         state = "" if jobs is None else "".join(_encode_state(jobs, folded))
-        # A lease lost meanwhile saves nothing; the next renewal says so.
-        self._do(self._save, keys=self._keys, args=[
-            self._token, state, "" if runner is None else json.dumps(runner), repr(float(folded))])
+        return self._do(self._save, keys=self._keys, args=[
+            self._token, state, "" if runner is None else json.dumps(runner),
+            repr(float(folded))]) == 1
 
     def record(self, name: str, run: list) -> None:
         self._do(self.client.rpush, self._keys[3], json.dumps([name, *run]))
 
     def runs(self, since: float) -> list[list]:
         return _runs_since(self._do(self.client.lrange, self._keys[3], 0, -1), since)
+
+
+def _redis_client(url: str, ttl: float) -> Any:
+    try:
+        import redis
+    except ImportError:
+        raise ImportError("TICKER_LOCK is a Redis URL, which needs redis-py:"
+                          " pip install 'flask-ticker[redis]'") from None
+    # The first connection's getaddrinfo() would import this (4 ms) on the
+    # way to the first run; here it is a sliver of importing redis-py.
+    import encodings.idna  # noqa: F401
+    # A call that hangs would hold up renewals and stop(); redis-py's
+    # default waits forever.
+    timeout = min(5.0, ttl / 3)
+    try:
+        # redis-py takes "/abc" for database 0, and "unix://" for no path.
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError("no socket path")
+        if parts.scheme != "unix" and not re.fullmatch(r"/?\d*", parts.path):
+            raise ValueError("the database must be a number")
+        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        # Newer redis-py labels each new connection (CLIENT SETINFO), which
+        # costs the first run 3 ms; a lease needs no label.
+        accepted = inspect.signature(redis.Redis.__init__).parameters
+        labels = ["driver_info"] if "driver_info" in accepted else ["lib_name", "lib_version"]
+        options.update((name, None) for name in labels if name in accepted)
+        return redis.Redis.from_url(parts.scheme + url[len(parts.scheme):], **options)
+    except (ValueError, TypeError) as exc:
+        # urllib's reasons may quote a piece of an oddly written password.
+        why = f": {exc}" if _redact(url) == url else ""
+        raise ValueError(f"TICKER_LOCK must be a Redis URL such as"
+                         f" redis://[:password@]host:port/db, got {_redact(url)!r}{why}"
+                         ) from None
+
+
+def _redis_where(client: Any, log: logging.Logger) -> str:
+    """Where a redis-py client of the user's connects, for log lines; and a
+    warning if a call through it may hang."""
+    if inspect.iscoroutinefunction(getattr(client, "execute_command", None)):
+        raise TypeError("TICKER_LOCK must be a redis.Redis client, got an asyncio one"
+                        f" ({type(client).__module__}.{type(client).__qualname__}): the"
+                        " ticker's thread makes blocking calls")
+    options = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if options.get("socket_timeout") is None:
+        log.warning("the Redis client in TICKER_LOCK has no socket_timeout: a network that"
+                    " drops packets would hold up the lease's renewals and stop(); pass"
+                    " socket_timeout=5 or so, or a URL")
+    return options.get("path") or f"{options.get('host')}:{options.get('port')}/{options.get('db')}"
+
+
+def _redact(text: str, url: str | None = None) -> str:
+    """``text`` without the password of ``url`` (of ``text`` itself if None),
+    for logs and errors.  Everything between "://" and the last "@" counts as
+    secret, however oddly it is written."""
+    url = text if url is None else url
+    user_info = url.partition("://")[2].rpartition("@")[0]
+    secrets = [user_info.partition(":")[2] or user_info] if user_info else []
+    secrets += re.findall(r"[?&]password=([^&#]*)", url)
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _describe(job: dict, now: float, tz: tzinfo | None = None) -> str:
@@ -1536,7 +1641,7 @@ class Ticker:
         if not (isinstance(key, str) and key):
             raise ValueError(f"TICKER_LOCK_KEY must be a non-empty string, got {key!r}")
         zone = None if zone is None else _zone(zone, "TICKER_TIMEZONE")
-        lease = _lease(lock, key, ttl)
+        lease = _lease(lock, key, ttl, app.logger.getChild("flask_ticker"))
         if self.app is not None:
             self.stop(self._shutdown_timeout)
         self._max_workers = self._job_pool.max_workers = self._task_pool.max_workers = workers
@@ -1545,6 +1650,8 @@ class Ticker:
         self._shutdown_timeout = timeout
         scheduler = self._scheduler
         scheduler.lease, scheduler.retry, scheduler.zone = lease, retry, zone
+        if zone is None and any(job.at is not None for job in scheduler.jobs.values()):
+            self._find_zone()
         scheduler.call = functools.partial(_call_in_context, app)
         scheduler.log = lease.log = self._job_pool.log = self._task_pool.log = \
             app.logger.getChild("flask_ticker")
@@ -1568,8 +1675,8 @@ class Ticker:
 
         With ``run_now`` (the default without ``at``) the first run is due
         when the ticker starts (or at once, if it has started), unless the
-        deployment state says it ran less than one interval ago; else one
-        interval later.  ``at`` runs it at a time of the local clock instead:
+        deployment state says it ran less than one interval ago; without it,
+        one interval later, or at the first ``at`` time.  ``at`` runs it at a time of the local clock instead:
         ``"03:00"`` or ``"03:00:30"`` with an interval of one day, ``":15"``
         with one hour, ``"mon 09:00"`` with one week; ``tz`` is its zone, a
         zoneinfo key or a tzinfo (default: TICKER_TIMEZONE).  ``name``
@@ -1597,9 +1704,17 @@ class Ticker:
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"every(): kwargs for job {name!r} must be a dict, got {kwargs!r}")
         run_now = at is None if run_now is None else bool(run_now)
+        if when is not None and when.tz is None:
+            self._find_zone()
         return self._scheduler.add(Job(self._scheduler, func, seconds, name, run_now,
                                        tuple(args), dict(kwargs) if kwargs else _NO_KWARGS,
                                        when))
+
+    def _find_zone(self) -> None:
+        # The server's zone, looked up once an at= job needs it (most apps
+        # have none), and never by the scheduler, which reads no files.
+        if self._scheduler.zone is None:
+            self._scheduler.zone = _local_zone(self.log)
 
     @property
     def jobs(self) -> list[Job]:
@@ -1620,6 +1735,8 @@ class Ticker:
         "next_run", "last_run", "last_duration", "last_error", "runs",
         "failures", "skipped", "running"}, ...]}``, times in ISO 8601 UTC.  With no shared state (``TICKER_LOCK = False`` or a
         custom lock) the figures are this process's: ``scope`` says which.
+        Raises ConnectionError, saying why, while the lease's Redis cannot
+        be reached.
         """
         scheduler = self._scheduler
         lease = scheduler.lease
@@ -1629,6 +1746,8 @@ class Ticker:
             runner = scheduler.runner if scheduler.holding else None
         else:
             runner = state["runner"] if state and state["runner"] and lease.holder() else None
+            if runner:  # as the runner shows itself; "alive" is for _crash_window
+                runner = {key: runner[key] for key in ("pid", "host", "since")}
         offset, jobs = scheduler.wall() - scheduler.clock(), []
         for job in self.jobs:
             row = saved.get(job.name) or scheduler.row(job, offset)
@@ -1861,7 +1980,8 @@ class Ticker:
             self.log.error(
                 "no job runs in process %d: the lock file %s cannot be used (%s: %s)."
                 " Make its folder writable by this process, or set TICKER_LOCK to a path"
-                " it can write", os.getpid(), exc.filename or self.app.config["TICKER_LOCK"],
+                " it can write", os.getpid(),
+                exc.filename or _redact(str(self.app.config["TICKER_LOCK"])),
                 type(exc).__name__, exc.strerror or exc)
         except Exception:
             self.log.exception("no job runs in process %d: the ticker failed to start",
@@ -1983,67 +2103,29 @@ def _uses_reloader(app: Flask, args: tuple, kwargs: dict) -> bool:
     return bool(kwargs.get("use_reloader", debug))
 
 
-def _lease(lock: Any, key: str, ttl: float) -> _Lease:
+def _lease(lock: Any, key: str, ttl: float, log: logging.Logger) -> _Lease:
     if lock is False or lock is None:
         return _NoLock()
-    if isinstance(lock, str) and lock.startswith(("redis://", "rediss://", "unix://")):
+    if isinstance(lock, str) and "://" in lock:  # never a path: a typo must not become one
+        if lock.partition("://")[0].lower() not in ("redis", "rediss", "unix"):
+            raise ValueError("TICKER_LOCK must be a path or a redis://, rediss:// or unix://"
+                             f" URL, got {_redact(lock)!r}")
         return _RedisLease(_redis_client(lock, ttl), key, ttl, _redact(lock))
     if isinstance(lock, (str, os.PathLike)):
         if not os.fspath(lock):
-            raise ValueError("TICKER_LOCK must be a path, False, or a lock object, got ''")
+            raise ValueError("TICKER_LOCK must be a path, a Redis URL, False, or a lock"
+                             " object, got ''")
         if fcntl is None:
             logger.warning("no flock() on this platform: TICKER_LOCK %r is ignored,"
                            " and every process that serves the app runs the jobs", lock)
             return _NoLock()
         return _LockFile(os.fspath(lock))
     if callable(getattr(lock, "register_script", None)):  # a redis-py client
-        pool = getattr(lock, "connection_pool", None)
-        where = getattr(pool, "connection_kwargs", {})
-        where = where.get("path") or f"{where.get('host')}:{where.get('port')}/{where.get('db')}"
-        return _RedisLease(lock, key, ttl, where)
+        return _RedisLease(lock, key, ttl, _redis_where(lock, log))
     if callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None)):
         return _UserLock(lock)
     raise TypeError("TICKER_LOCK must be a path, a Redis URL, False, or an object with"
                     f" acquire(blocking=False) and release(), got {lock!r}")
-
-
-def _redis_client(url: str, ttl: float) -> Any:
-    try:
-        import redis
-    except ImportError:
-        raise ImportError("TICKER_LOCK is a Redis URL, which needs redis-py:"
-                          " pip install 'flask-ticker[redis]'") from None
-    # The first connection's getaddrinfo() would import this (4 ms) on the
-    # way to the first run; here it is a sliver of importing redis-py.
-    import encodings.idna  # noqa: F401
-    # A call that hangs would hold up renewals and stop(); redis-py's
-    # default waits forever.
-    timeout = min(5.0, ttl / 3)
-    try:
-        # redis-py takes "/abc" for database 0, and "unix://" for no path.
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme == "unix" and not parts.path:
-            raise ValueError("no socket path")
-        if parts.scheme != "unix" and not re.fullmatch(r"/?\d*", parts.path):
-            raise ValueError(f"the database must be a number, not {parts.path[1:]!r}")
-        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        # Newer redis-py labels each new connection and asks for maintenance
-        # notices, which costs the first run several ms; a lease needs neither.
-        accepted = inspect.signature(redis.Redis.__init__).parameters
-        labels = ["driver_info"] if "driver_info" in accepted else ["lib_name", "lib_version"]
-        options.update((name, None) for name in [*labels, "maint_notifications_config"]
-                       if name in accepted)
-        return redis.Redis.from_url(url, **options)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"TICKER_LOCK must be a Redis URL such as"
-                         f" redis://[:password@]host:port/db, got {_redact(url)!r}: {exc}"
-                         ) from None
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    url = re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)
-    return re.sub(r"(password=)[^&]*", r"\1***", url)
 
 
 def _preforking_server() -> bool:
@@ -2285,6 +2367,11 @@ _parsed: dict[tuple, _At] = {}
 
 
 def _zone(tz: Any, what: str) -> tzinfo:
+    if hasattr(tz, "localize"):
+        # pytz: attached with replace(), as here, its zones take the offset
+        # of their first entry (Berlin's is +00:53).
+        raise TypeError(f"{what} must be a zoneinfo key or a zoneinfo.ZoneInfo, got {tz!r}, a"
+                        f" pytz zone; pass its name, {getattr(tz, 'zone', 'its key')!r}")
     if isinstance(tz, tzinfo):
         return tz
     if not isinstance(tz, str):
@@ -2303,9 +2390,16 @@ def _local_zone(log: logging.Logger) -> tzinfo:
     """The server's zone, as cron finds it: TZ, else /etc/localtime."""
     import zoneinfo
     key = os.environ.get("TZ", "").lstrip(":")
-    with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError):
+    with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        if key.startswith("/"):
+            with open(key, "rb") as file:
+                return zoneinfo.ZoneInfo.from_file(file, key=key)
         if key:
             return zoneinfo.ZoneInfo(key)
+    if key:
+        log.warning("TZ=%r names no zone that zoneinfo knows (a rule such as"
+                    " 'CET-1CEST' is not read): using /etc/localtime; set TICKER_TIMEZONE", key)
+    with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError):
         path = os.path.realpath("/etc/localtime")
         if "/zoneinfo/" in path:
             return zoneinfo.ZoneInfo(path.split("/zoneinfo/", 1)[1])

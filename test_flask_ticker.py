@@ -860,7 +860,7 @@ def test_under_testing_the_ticker_does_not_start_and_job_run_works(caplog):
     ("TICKER_SHUTDOWN_TIMEOUT", "soon", "TICKER_SHUTDOWN_TIMEOUT must be finite .* got 'soon'"),
     ("TICKER_SHUTDOWN_TIMEOUT", math.inf, "TICKER_SHUTDOWN_TIMEOUT must be finite .* got inf"),
     ("TICKER_LOCK_RETRY", -1, "TICKER_LOCK_RETRY must be finite seconds > 0, got -1"),
-    ("TICKER_LOCK", "", "TICKER_LOCK must be a path, False, or a lock object, got ''"),
+    ("TICKER_LOCK", "", "TICKER_LOCK must be a path, a Redis URL, False, or a lock object, got ''"),
 ])
 def test_bad_config_is_rejected_with_the_key_and_value(key, value, message):
     app = make_app("bad", **{key: value})
@@ -1670,12 +1670,14 @@ def test_flask_ticker_run_runs_the_job_and_says_how_it_went(tmp_path):
     assert not ticker.running
 
 
-def test_the_readmes_health_check_answers_503_until_the_jobs_have_run(tmp_path):
+def test_the_readmes_health_check_answers_503_without_a_runner_or_with_a_stale_job(tmp_path):
     readme = (HERE / "README.md").read_text()
     view = readme.split('```python\n@app.get("/healthz")')[1].split("```")[0]
     app = locked_app(tmp_path, "healthy", TICKER_ENABLED=False)  # started below
-    ticker = Ticker(app)
+    behind = [0.0]  # how far the ticker's wall clock is behind, to make a run look old
+    ticker = Ticker(app, wall_clock=lambda: time.time() - behind[0])
     ticker.every(3600, lambda: None, name="hourly")
+    ticker.every(3600, lambda: None, name="not_yet", run_now=False)  # never stale
     exec('@app.get("/healthz")' + view, {"app": app, "ticker": ticker, "datetime": datetime,
                                          "timezone": timezone, "timedelta": timedelta,
                                          "login_required": lambda view: view})
@@ -1683,8 +1685,9 @@ def test_the_readmes_health_check_answers_503_until_the_jobs_have_run(tmp_path):
     assert client.get("/healthz").status_code == 503  # nothing runs the jobs
     ticker.start()
     wait_until(lambda: client.get("/healthz").status_code == 200)
-    ticker.every(3600, lambda: None, name="never_ran", run_now=False)
-    wait_until(lambda: client.get("/healthz").get_json() == {"ok": False, "stale": ["never_ran"]})
+    behind[0] = 3 * 3600
+    ticker.every(3600, lambda: None, name="late")  # runs now, which looks 3 h ago
+    wait_until(lambda: client.get("/healthz").get_json() == {"ok": False, "stale": ["late"]})
     assert ticker.stop(WAIT)
 
 

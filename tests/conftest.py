@@ -76,7 +76,7 @@ class Server:
                     "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}", **env}
         for inherited in ("WERKZEUG_RUN_MAIN", "WERKZEUG_SERVER_FD", "FLASK_RUN_FROM_CLI"):
             self.env.pop(inherited, None)
-        self.log = open(tmp_path / "server.log", "w+")
+        self.log = open(tmp_path / f"server-{self.port}.log", "w+")  # one per server
         args = [str(a).replace("{port}", str(self.port)) for a in args]
         self.proc = subprocess.Popen(args, cwd=cwd, env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT,

@@ -12,12 +12,14 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import redis
+from click.testing import CliRunner
 from conftest import BIN, assert_once_per_tick, wait_until
 from flask import Flask
 
@@ -81,10 +83,27 @@ def test_a_malformed_redis_url_is_rejected_naming_ticker_lock(url):
         Ticker(redis_app(url))
 
 
-def test_the_password_of_a_rejected_url_is_not_shown():
-    with pytest.raises(ValueError) as raised:
-        Ticker(redis_app("redis://:hunter2x@localhost:nope/0"))
-    assert "hunter2x" not in str(raised.value) and ":***@localhost" in str(raised.value)
+@pytest.mark.parametrize("url", [
+    "redis://:hunter2x@localhost:nope/0", "redis://:hun@ter2x@localhost:nope/0",
+    "redis://:hun/ter2x@localhost:6379/0", "redis://:hun?ter2x@localhost/0",
+    "redis://localhost:nope/0?password=hunter2x"])
+def test_no_piece_of_the_password_of_a_rejected_url_is_shown(url):
+    with pytest.raises(ValueError, match=r"\*\*\*") as raised:
+        Ticker(redis_app(url))
+    assert "hun" not in str(raised.value) and "ter2x" not in str(raised.value)
+
+
+@pytest.mark.parametrize("url", ["valkey://localhost:6379/0", " redis://localhost:6379/0",
+                                 "redis+sentinel://localhost:26379"])
+def test_a_url_of_another_scheme_is_rejected_never_taken_for_a_path(url):
+    with pytest.raises(ValueError, match="TICKER_LOCK must be a path or a redis://"):
+        Ticker(redis_app(url))
+
+
+def test_an_asyncio_redis_client_is_rejected():
+    import redis.asyncio
+    with pytest.raises(TypeError, match="got an asyncio one"):
+        Ticker(redis_app(redis.asyncio.Redis()))
 
 
 def test_a_redis_url_without_redis_py_names_the_extra_to_install(monkeypatch):
@@ -179,6 +198,77 @@ def test_an_outage_stops_runs_within_the_ttl_is_logged_once_and_runs_resume_afte
     assert ran[-1] == clock.now  # a fresh state: the job starts its grid now
     ended = [r for r in caplog.records if "can be used again" in r.getMessage()]
     assert len(ended) == 1 and ended[0].levelno == logging.INFO
+
+
+def test_with_redis_down_flask_ticker_list_says_why_in_one_line(redis_server, tickers):
+    ticker, clock, ran = tickers(redis_server.url)
+    redis_server.stop()
+    result = CliRunner().invoke(ticker.app.cli, ["ticker", "list"])
+    assert result.exit_code == 1
+    assert f"Redis at {redis_server.url} (TICKER_LOCK) cannot be used" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_tick_the_crashed_runner_may_have_started_unsaved_is_not_run_again(
+        redis_server, tickers):
+    # The runner last saved at 1001 and renews every TTL/3 = 10 s; it died
+    # some time before its lease expired, unseen, so it may have run the
+    # tick at 1010.  (Deleting the key stands in for waiting out its TTL.)
+    crashed, clock, ran = tickers(redis_server.url, TICKER_LOCK_TTL=30)
+    crashed.run_pending()
+    settle(crashed)
+    clock.now += 1
+    crashed.run_pending()  # saves: the run, and this sign of life
+    redis.Redis.from_url(redis_server.url).delete("flask_ticker:shop")
+    successor, clock2, ran2 = tickers(redis_server.url, TICKER_LOCK_TTL=30)
+    clock2.now = 1012
+    successor.run_pending()
+    settle(successor)
+    assert ran2 == []  # the tick at 1010 counts as run
+    clock2.now = 1020
+    successor.run_pending()
+    settle(successor)
+    assert ran2 == [1020]
+
+
+def test_a_tick_after_the_crashed_runner_was_surely_dead_runs_at_once(redis_server, tickers):
+    crashed, clock, ran = tickers(redis_server.url, TICKER_LOCK_TTL=30)
+    crashed.run_pending()
+    settle(crashed)
+    clock.now += 1
+    crashed.run_pending()
+    redis.Redis.from_url(redis_server.url).delete("flask_ticker:shop")
+    successor, clock2, ran2 = tickers(redis_server.url, TICKER_LOCK_TTL=30)
+    clock2.now = 1030  # alive at 1001, it would have renewed by 1012
+    successor.run_pending()
+    settle(successor)
+    assert ran2 == [1030]
+
+
+def test_a_run_queued_when_the_lease_is_lost_does_not_start(redis_server, tickers):
+    ticker, clock, ran = tickers(redis_server.url, TICKER_LOCK_TTL=30, TICKER_MAX_WORKERS=1)
+    let_go = threading.Event()
+    slow = ticker.every(100, let_go.wait, name="slow")  # holds the one worker
+    queued = ticker.every(5, lambda: None, name="queued", run_now=False)
+    ticker.run_pending()
+    wait_until(lambda: slow.running and not let_go.is_set(), 10, "the slow run going")
+    clock.now = 1005
+    ticker.run_pending()  # "queued" waits for the worker
+    redis.Redis.from_url(redis_server.url).set("flask_ticker:shop", "another host's token")
+    clock.now = 1011  # time to renew, which fails: the lease is another's
+    ticker.run_pending()
+    let_go.set()
+    settle(ticker)
+    assert queued.runs == 0 and queued.skipped == 1
+
+
+def test_flask_ticker_run_records_the_run_without_taking_the_lease(redis_server, tickers):
+    ticker, clock, ran = tickers(redis_server.url)
+    result = CliRunner().invoke(ticker.app.cli, ["ticker", "run", "often"])
+    assert result.exit_code == 0, result.output
+    assert ran == [1000.0]
+    assert redis.Redis.from_url(redis_server.url).exists("flask_ticker:shop") == 0
+    assert ticker.status()["jobs"][0]["runs"] == 1
 
 
 def test_a_custom_redis_key_is_used(redis_server, tickers):
