@@ -128,6 +128,8 @@ _STEPPED = 1.0
 # wall clock stepped while it sleeps delays a run by no more than this.
 _WALL_CHECK = 60.0
 
+_ONE_DAY = timedelta(days=1)  # made once: at= jobs step through days often
+
 # Longer intervals would overflow the platform's timers and datetimes.
 _MAX_INTERVAL = 100 * 365.25 * 86400
 
@@ -941,13 +943,13 @@ class _At:
     def _after(self, wall: float, tz: tzinfo) -> float:
         if self.period == 3600:
             return self._hourly_after(wall, tz)
-        day = datetime.fromtimestamp(wall, tz).date() - timedelta(days=1)
+        day = datetime.fromtimestamp(wall, tz).date() - _ONE_DAY
         for _ in range(10):
             if self.weekday is None or day.weekday() == self.weekday:
                 occurrence = self._on(day, tz)
                 if occurrence > wall:
                     return occurrence
-            day += timedelta(days=1)
+            day += _ONE_DAY
         raise AssertionError("no occurrence within ten days")  # pragma: no cover
 
     def _on(self, day: date, tz: tzinfo) -> float:
@@ -993,7 +995,7 @@ def _plain_day(day: date, tz: tzinfo) -> float | None:
     different times of one day share it."""
     midnight = datetime.combine(day, dtime(), tz)
     start = midnight.timestamp()
-    end = datetime.combine(day + timedelta(days=1), dtime(), tz).timestamp()
+    end = datetime.combine(day + _ONE_DAY, dtime(), tz).timestamp()
     offset = datetime.fromtimestamp(start, tz).utcoffset()
     if datetime.fromtimestamp(end - 1, tz).utcoffset() != offset or \
             midnight.utcoffset() != offset:
@@ -2344,11 +2346,12 @@ def _parse_at(at: Any, interval: float, tz: Any) -> _At:
                          " job follows the monotonic clock, in no zone")
     found = re.fullmatch(r"(?:([a-z]+) +)?(\d\d?)?:(\d\d)(?::(\d\d))?",
                          at.strip().lower()) if isinstance(at, str) else None
-    day, hour, minute, second = found.groups() if found else (None,) * 4
+    day, hour, minute, second = found.groups() if found else (None, None, "0", None)
     weekday = None if not day or len(day) < 3 else next(
         (i for i, name in enumerate(_WEEKDAYS) if name.startswith(day)), None)
+    h, m, sec = int(hour or 0), int(minute), int(second or 0)
     if not found or (day and weekday is None) or (day and hour is None) \
-            or int(hour or 0) > 23 or int(minute) > 59 or int(second or 0) > 59:
+            or h > 23 or m > 59 or sec > 59:
         raise ValueError("every(): at must be 'HH:MM[:SS]' (each day), ':MM[:SS]' (each"
                          f" hour) or 'mon HH:MM' (each week), got {at!r}")
     period = 604800.0 if day else 86400.0 if hour is not None else 3600.0
@@ -2356,8 +2359,7 @@ def _parse_at(at: Any, interval: float, tz: Any) -> _At:
         raise ValueError(f"every(): at={at!r} needs interval={period:g} ({_PERIODS[period]}),"
                          f" got interval={interval:g}; at= takes an interval of one day,"
                          " one hour or one week")
-    seconds = int(hour or 0) * 3600 + int(minute) * 60 + int(second or 0)
-    parsed = _parsed[at, interval, tz] = _At(at, period, weekday, seconds,
+    parsed = _parsed[at, interval, tz] = _At(at, period, weekday, h * 3600 + m * 60 + sec,
                                              None if tz is None else _zone(tz, "every(): tz"))
     return parsed
 
