@@ -491,11 +491,13 @@ class _Scheduler:
                 if job in self._paused:
                     continue  # resume() plans it again
                 if job.at is not None:
-                    behind = self._plan_next_time(job, origin, now + offset, offset)
-                    if behind is None:
+                    planned = self._plan_next_time(job, origin, now + offset, offset)
+                    if planned is None:
                         continue
+                    behind, latest = planned  # a catch-up run counts for the latest
                 else:
                     behind = int((now - due) // job.interval)  # ticks missed already
+                    latest = due + behind * job.interval + offset
                 if job in self._running:
                     lapses.append((job, behind + 1, "is still running at its next due"
                                                     " time; skipping runs until it finishes"))
@@ -504,7 +506,7 @@ class _Scheduler:
                         lapses.append((job, behind, f"was {behind} run(s) behind (was the"
                                                     " process suspended?); running it once now"))
                     self._running.add(job)
-                    start.append((job, origin if job.at is not None else due + offset))
+                    start.append((job, latest))
                 if job.at is None:
                     index = round((due - origin) / job.interval) + behind + 1
                     while origin + index * job.interval <= now:  # float rounding
@@ -524,19 +526,21 @@ class _Scheduler:
                     self._running.discard(job)
         return delay
 
-    def _plan_next_time(self, job: Job, time: float, wall: float, offset: float) -> int | None:
+    def _plan_next_time(self, job: Job, time: float, wall: float,
+                        offset: float) -> tuple[int, float] | None:
         """Plan an ``at=`` job due at wall ``time`` by its next time after
-        ``wall``; return the times it has missed already, or None if ``time``
-        has not come on the wall clock (which was set back)."""
+        ``wall``; return how many times it has missed already and the latest
+        time that has come, or None if ``time`` has not come on the wall
+        clock (which was set back)."""
         if wall < time - _STEPPED:
             self._push_at(job, time, offset)
             return None
-        missed, later = 0, job._next_time(time)
+        missed, latest, later = 0, time, job._next_time(time)
         while later <= wall and missed < 10_000:  # a long suspension: bounded
-            missed += 1
+            missed, latest = missed + 1, later
             later = job._next_time(later)
         self._push_at(job, later, offset)
-        return missed
+        return missed, latest
 
     def _follow_the_wall_clock(self, offset: float) -> None:
         # The wall clock was stepped (NTP, by hand) or the machine slept: at=
@@ -552,7 +556,7 @@ class _Scheduler:
         self._heap = live
 
     def _run(self, job: Job, due: float) -> None:
-        if not self.holding:  # queued behind busy workers, and the lease lost since
+        if not self._may_start():  # queued behind busy workers, and the lease lost since
             self._running.discard(job)
             job._skip(1, "was not started: this process lost the lease (TICKER_LOCK)")
             return
@@ -694,6 +698,12 @@ class _Scheduler:
                    f"it could not renew its lease (TICKER_LOCK) within TICKER_LOCK_TTL ({ttl}s)")
         return False
 
+    def _may_start(self) -> bool:
+        # Holding, and within a TTL of the last renewal that worked: the
+        # thread notices a lapse only when it next wakes.
+        ttl = self.lease.ttl
+        return self.holding and (ttl is None or self.clock() < self._renewed_at + ttl)
+
     def _lose(self, why: str) -> None:
         self.log.warning("process %d stops starting runs: %s", os.getpid(), why)
         self._unplan_all()
@@ -757,16 +767,19 @@ class _Scheduler:
         """Where the state names a runner, it left without a clean stop, and
         may have started runs it had not saved yet: those of its last
         moments.  A lease that never expires is free the moment its holder
-        dies, so those moments are now.  One with a TTL is taken over up to
-        a TTL later; its holder saved at least every TTL/3 (see `_keep`), and
-        the time of its last save, ``alive``, bounds its death."""
+        dies, and a process blocked on it takes over at once, so those
+        moments are now.  One with a TTL is taken over a TTL or more later.
+        Its holder saved a sign of life, ``alive``, at each renewal (see
+        `_keep`), and may have started runs until a TTL after the last
+        renewal that worked, so the window runs from ``alive`` to a TTL
+        after it."""
         if not runner:
             return None
         now, ttl = self.wall(), self.lease.ttl
-        if ttl is None or "alive" not in runner:
+        if ttl is None:
             return now - 2 * _SAVE_EVERY, now
-        alive = runner["alive"]
-        return alive - 2 * _SAVE_EVERY, min(now, alive + ttl / 3 + 2 * _SAVE_EVERY)
+        alive = runner.get("alive", now - ttl)
+        return alive - 2 * _SAVE_EVERY, min(now, alive + ttl + 2 * _SAVE_EVERY)
 
     def _unplan_all(self) -> None:
         with self._lock:
@@ -1405,10 +1418,13 @@ class _RedisLease(_Lease):
         pipe.get(self._keys[2])
         pipe.lrange(self._keys[3], 0, -1)
         state, runner, runs = self._do(pipe.execute)
-        if state is None:
+        if state is None and not runs:
             return None
+        # Runs by hand (flask ticker run, from cron) may come before any
+        # runner has saved a state.
+        lines = [next(_encode_state((), 0.0))] if state is None else state.splitlines()
         try:
-            return _decode_state(state.splitlines(), functools.partial(_runs_since, runs),
+            return _decode_state(lines, functools.partial(_runs_since, runs),
                                  runner and json.loads(runner))
         except ValueError:
             self.log.warning("ignoring %s in Redis, which is damaged", self._keys[1])
@@ -1477,17 +1493,22 @@ def _redis_where(client: Any, log: logging.Logger) -> str:
     return options.get("path") or f"{options.get('host')}:{options.get('port')}/{options.get('db')}"
 
 
-def _redact(text: str, url: str | None = None) -> str:
-    """``text`` without the password of ``url`` (of ``text`` itself if None),
-    for logs and errors.  Everything between "://" and the last "@" counts as
-    secret, however oddly it is written."""
-    url = text if url is None else url
-    user_info = url.partition("://")[2].rpartition("@")[0]
-    secrets = [user_info.partition(":")[2] or user_info] if user_info else []
-    secrets += re.findall(r"[?&]password=([^&#]*)", url)
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+def _redact(url: str) -> str:
+    """The URL without its secrets, for logs and errors: the user info
+    (everything between "://" and the last "@", however oddly written) and
+    the values of query keys that name a password, key, secret or token."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    user_info, at, rest = rest.rpartition("@")
+    head, mark, query = rest.partition("?")
+
+    def hidden(pair: str) -> str:
+        name, eq, value = pair.partition("=")
+        secret = re.search("pass|secret|key|token|cred", urllib.parse.unquote(name), re.I)
+        return f"{name}{eq}***" if secret and value else pair
+    query = "&".join(map(hidden, query.split("&"))) if mark else ""
+    return f"{scheme}://{'***@' if at else ''}{head}{mark}{query}"
 
 
 def _describe(job: dict, now: float, tz: tzinfo | None = None) -> str:
@@ -1652,11 +1673,11 @@ class Ticker:
         self._shutdown_timeout = timeout
         scheduler = self._scheduler
         scheduler.lease, scheduler.retry, scheduler.zone = lease, retry, zone
-        if zone is None and any(job.at is not None for job in scheduler.jobs.values()):
-            self._find_zone()
         scheduler.call = functools.partial(_call_in_context, app)
         scheduler.log = lease.log = self._job_pool.log = self._task_pool.log = \
             app.logger.getChild("flask_ticker")
+        if zone is None and any(job.at is not None for job in scheduler.jobs.values()):
+            self._find_zone()
         scheduler.notify = self._send
         if "ticker" not in app.cli.commands:
             app.cli.add_command(self._command_line())

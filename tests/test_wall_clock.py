@@ -216,6 +216,38 @@ def test_a_job_that_never_ran_runs_at_start_if_its_first_time_passed_while_down(
         "2026-12-03 09:00:00 CET"]
 
 
+def test_a_restart_after_a_catch_up_run_does_not_run_it_again(ticker_at):
+    # The catch-up run stands for the latest time it missed, not the first.
+    ticker, clocks = ticker_at(berlin("2026-12-02 10:00:00"))
+    runs, job_func = recorder(clocks)
+    ticker.every(HOUR, job_func, name="quarter", at=":15")
+    ticker.run_pending()
+    clocks.now += 3 * HOUR + 60  # not scheduled across 10:15, 11:15 and 12:15
+    step_through(ticker, clocks, berlin("2026-12-02 13:02:00").timestamp())
+    ticker.stop()
+    again, clocks2 = ticker_at(berlin("2026-12-02 13:02:00"))
+    runs2, job_func2 = recorder(clocks2)
+    again.every(HOUR, job_func2, name="quarter", at=":15")
+    step_through(again, clocks2, berlin("2026-12-02 13:30:00").timestamp())
+    assert runs == ["2026-12-02 13:01:00 CET"] and runs2 == ["2026-12-02 13:15:00 CET"]
+
+
+def test_an_interval_job_restarted_after_a_catch_up_run_waits_for_its_next_tick(ticker_at):
+    ticker, clocks = ticker_at(berlin("2026-12-02 10:00:00"))
+    runs, job_func = recorder(clocks)
+    ticker.every(600, job_func, name="often")
+    ticker.run_pending()
+    clocks.now += 3000  # five ticks missed
+    step_through(ticker, clocks, berlin("2026-12-02 10:50:30").timestamp())
+    ticker.stop()
+    again, clocks2 = ticker_at(berlin("2026-12-02 10:50:30"))
+    runs2, job_func2 = recorder(clocks2)
+    again.every(600, job_func2, name="often")
+    step_through(again, clocks2, berlin("2026-12-02 11:05:00").timestamp())
+    assert runs == ["2026-12-02 10:00:00 CET", "2026-12-02 10:50:00 CET"]
+    assert runs2 == ["2026-12-02 11:00:00 CET"]
+
+
 def test_repr_shows_the_next_time_in_the_jobs_zone(ticker_at):
     ticker, clocks = ticker_at(berlin("2026-12-02 10:00:00"))
     job = ticker.every(DAY, lambda: None, name="nightly", at="03:00")
