@@ -490,14 +490,11 @@ class _Scheduler:
                     continue  # replaced, or the job is gone
                 if job in self._paused:
                     continue  # resume() plans it again
-                if job.at is not None:
-                    planned = self._plan_next_time(job, origin, now + offset, offset)
-                    if planned is None:
-                        continue
-                    behind, latest = planned  # a catch-up run counts for the latest
-                else:
-                    behind = int((now - due) // job.interval)  # ticks missed already
-                    latest = due + behind * job.interval + offset
+                planned = self._plan_next_time(job, origin, now + offset, offset) \
+                    if job.at is not None else self._plan_next_tick(job, due, origin, now, offset)
+                if planned is None:
+                    continue
+                behind, latest = planned  # a catch-up run counts for the latest it stands for
                 if job in self._running:
                     lapses.append((job, behind + 1, "is still running at its next due"
                                                     " time; skipping runs until it finishes"))
@@ -507,11 +504,6 @@ class _Scheduler:
                                                     " process suspended?); running it once now"))
                     self._running.add(job)
                     start.append((job, latest))
-                if job.at is None:
-                    index = round((due - origin) / job.interval) + behind + 1
-                    while origin + index * job.interval <= now:  # float rounding
-                        index += 1
-                    self._push(job, origin, index)
             delay = heap[0][0] - now if heap else None
         for job, ticks, why in lapses:
             job._skip(ticks, why)
@@ -525,6 +517,18 @@ class _Scheduler:
                 except RuntimeError:  # the pool was closed meanwhile: a stop
                     self._running.discard(job)
         return delay
+
+    def _plan_next_tick(self, job: Job, due: float, origin: float, now: float,
+                        offset: float) -> tuple[int, float]:
+        """Plan an interval job due at ``due`` by its next tick after ``now``;
+        return how many ticks it has missed already and the latest one's
+        wall time."""
+        behind = int((now - due) // job.interval)
+        index = round((due - origin) / job.interval) + behind + 1
+        while origin + index * job.interval <= now:  # float rounding
+            index += 1
+        self._push(job, origin, index)
+        return behind, due + behind * job.interval + offset
 
     def _plan_next_time(self, job: Job, time: float, wall: float,
                         offset: float) -> tuple[int, float] | None:
@@ -680,19 +684,17 @@ class _Scheduler:
             return True
         try:
             kept: bool | None = self.lease.renew()
-        except _Outage:
-            kept = None
-        except Exception:
-            self.log.exception("cannot renew the lease (TICKER_LOCK)")
+        except Exception as exc:
+            if not isinstance(exc, _Outage):  # an _Outage is logged by the lease
+                self.log.exception("cannot renew the lease (TICKER_LOCK)")
             kept = None
         if kept:
             self._renewed_at, self._renew_at = now, now + ttl / 3
             self.save()  # also a sign of life, for a successor's _crash_window
             return self.holding
-        expires = self._renewed_at + ttl
-        now = self.clock()  # a renewal that failed may have taken a while
-        if kept is None and now < expires:
-            self._renew_at = min(now + min(self.retry, ttl / 3), expires)
+        if kept is None and self._may_start():  # which reads the clock again
+            self._renew_at = min(self.clock() + min(self.retry, ttl / 3),
+                                 self._renewed_at + ttl)
             return True
         self._lose("another process took its lease (TICKER_LOCK)" if kept is False else
                    f"it could not renew its lease (TICKER_LOCK) within TICKER_LOCK_TTL ({ttl}s)")
@@ -718,12 +720,8 @@ class _Scheduler:
         try:
             taken = self.lease.take(block)
             state = self.lease.load() if taken else None
-        except _Outage:
-            if taken:
-                self._release()
-            return False
-        except Exception:
-            if not self._said_why:  # once, not at every retry
+        except Exception as exc:
+            if not self._said_why and not isinstance(exc, _Outage):  # once, not every retry
                 self._said_why = True
                 self.log.exception("cannot take the lock (TICKER_LOCK); trying again"
                                    " every %ss", self.retry)
@@ -791,10 +789,9 @@ class _Scheduler:
     def _release(self) -> None:
         try:
             self.lease.release()
-        except _Outage:
-            pass  # the lease expires by itself
-        except Exception:
-            self.log.exception("cannot release the lease (TICKER_LOCK)")
+        except Exception as exc:  # it expires by itself, if it expires
+            if not isinstance(exc, _Outage):
+                self.log.exception("cannot release the lease (TICKER_LOCK)")
 
     def stop(self) -> None:
         """Stop starting runs and end the thread; a run in progress goes on."""
@@ -843,13 +840,11 @@ class _Scheduler:
         with self._saving:
             try:
                 kept = self._save(runner, changed)
-            except _Outage:
+            except Exception as exc:
                 self._dirty = True
-                return
-            except Exception:
-                self._dirty = True
-                self.log.exception("cannot save the jobs' state beside TICKER_LOCK;"
-                                   " trying again in %ss", _SAVE_EVERY)
+                if not isinstance(exc, _Outage):
+                    self.log.exception("cannot save the jobs' state beside TICKER_LOCK;"
+                                       " trying again in %ss", _SAVE_EVERY)
                 return
         if kept is False and self.holding:
             self._lose("another process took its lease (TICKER_LOCK) before it saved")
@@ -1340,10 +1335,9 @@ class _RedisLease(_Lease):
     # SET NX finds the lease taken, this process may hold it still: after a
     # lapse of its own, it need not wait out its own TTL.
     _TAKE = """
-        local holder = redis.call('get', KEYS[1])
-        if holder and holder ~= ARGV[1] then return 0 end
-        redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
-        return 1"""
+        if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+        if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+        return redis.call('pexpire', KEYS[1], ARGV[2])"""
     _RENEW = """
         if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
         return redis.call('pexpire', KEYS[1], ARGV[2])"""
@@ -1396,8 +1390,6 @@ class _RedisLease(_Lease):
         return result
 
     def take(self, block: bool) -> bool:
-        if self._do(self.client.set, self.key, self._token, nx=True, px=self._ms):
-            return True
         return self._do(self._take, keys=self._keys[:1], args=[self._token, self._ms]) == 1
 
     def renew(self) -> bool:
@@ -1699,10 +1691,11 @@ class Ticker:
         With ``run_now`` (the default without ``at``) the first run is due
         when the ticker starts (or at once, if it has started), unless the
         deployment state says it ran less than one interval ago; without it,
-        one interval later, or at the first ``at`` time.  ``at`` runs it at a time of the local clock instead:
-        ``"03:00"`` or ``"03:00:30"`` with an interval of one day, ``":15"``
-        with one hour, ``"mon 09:00"`` with one week; ``tz`` is its zone, a
-        zoneinfo key or a tzinfo (default: TICKER_TIMEZONE).  ``name``
+        one interval later, or at the first ``at`` time.  ``at`` runs it at a
+        time of the local clock instead: ``"03:00"`` or ``"03:00:30"`` with
+        an interval of one day, ``":15"`` with one hour, ``"mon 09:00"`` with
+        one week; ``tz`` is its zone, a zoneinfo key or a tzinfo (default:
+        TICKER_TIMEZONE).  ``name``
         defaults to the function's qualified name and is unique per ticker;
         declaring the same function again under its name (an app factory
         called again) replaces the declaration.  Returns the `Job`; without

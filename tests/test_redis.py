@@ -289,6 +289,16 @@ def host(serve, tmp_path: Path, name: str, url: str, args=None, **env):
                  **{"JOB_INTERVAL": str(INTERVAL), **env})
 
 
+def status_of(server, name: str) -> tuple[dict, dict]:
+    """``server``'s status() (the deployment state in Redis), and job ``name``'s row."""
+    status = json.loads(server.get("/status"))
+    return status, next(job for job in status["jobs"] if job["name"] == name)
+
+
+def saved_runs(server, name: str) -> int:
+    return status_of(server, name)[1]["runs"]
+
+
 def test_two_hosts_on_one_redis_run_each_tick_once_and_show_the_same_status(
         serve, tmp_path, redis_server):
     gunicorn = [BIN / "gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "launch_app:app"]
@@ -301,8 +311,7 @@ def test_two_hosts_on_one_redis_run_each_tick_once_and_show_the_same_status(
     assert len({run.pid for run in runs}) == 1  # no handover without a reason
 
     def shown(server):
-        status = json.loads(server.get("/status"))
-        hourly = next(job for job in status["jobs"] if job["name"] == "hourly")
+        status, hourly = status_of(server, "hourly")
         return status["runner"], hourly["runs"], hourly["last_run"]
     wait_until(lambda: shown(a) == shown(b) and shown(a)[1] == 1, 20, "the same status")
     assert shown(a)[0]["pid"] == runs[-1].pid
@@ -314,7 +323,7 @@ def test_when_the_runner_host_is_killed_another_takes_over_on_the_same_grid(
     first = a.wait_for_runs(4)
     b = host(serve, tmp_path, "b", redis_server.url)
     b.wait_until_serving()
-    time.sleep(1)  # saved: the save lag is 0.5 s
+    wait_until(lambda: saved_runs(b, "hourly") == 1, 20, "the run_now run saved")
     killed_at = time.time()
     a.proc.kill()
     after = b.wait_for_runs(len(a.runs()) + 4)
@@ -396,7 +405,7 @@ def test_a_wrong_redis_password_is_logged_clearly_while_the_app_serves(
 def test_a_restart_of_every_host_keeps_the_schedule(serve, tmp_path, redis_server):
     a = host(serve, tmp_path, "a", redis_server.url, JOB_INTERVAL="3600")
     a.wait_for_runs(1, prefix="hourly")
-    time.sleep(1)  # saved
+    wait_until(lambda: saved_runs(a, "hourly") == saved_runs(a, "tick") == 1, 20, "saved")
     a.stop()
     b = host(serve, tmp_path, "b", redis_server.url, JOB_INTERVAL="3600")
     b.wait_until_serving()
@@ -405,7 +414,7 @@ def test_a_restart_of_every_host_keeps_the_schedule(serve, tmp_path, redis_serve
 
 
 def test_an_at_job_runs_once_on_two_hosts(serve, tmp_path, redis_server):
-    due = int(time.time()) + 6
+    due = int(time.time()) + 10  # room for two hosts to start on a loaded machine
     at = datetime.fromtimestamp(due, timezone.utc).strftime("%H:%M:%S")
     hosts = [host(serve, tmp_path, name, redis_server.url, JOB_AT=at, JOB_INTERVAL="3600")
              for name in ("a", "b")]
