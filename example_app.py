@@ -16,6 +16,7 @@ import os
 import sqlite3
 import time
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 from flask import Flask, g, redirect, render_template_string, request, url_for
 
@@ -50,9 +51,11 @@ def close_db(exc: BaseException | None) -> None:
 def record(source: str) -> None:
     db = get_db()
     with db:
-        db.execute("INSERT INTO updates VALUES (?, ?, ?)",
-                   (datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                    source, os.getpid()))
+        db.execute("INSERT INTO updates VALUES (?, ?, ?)", (now(), source, os.getpid()))
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @ticker.every(app.config["UPDATE_EVERY"])
@@ -75,9 +78,10 @@ PAGE = """<!doctype html>
   .failed { color: #b00020; }
 </style>
 <h1>flask_ticker example</h1>
+{% if status.error %}<p class="failed">{{ status.error }}</p>{% endif %}
 <p>This page was served by process {{ pid }}.
   {% if status.runner %}Process {{ status.runner.pid }} on {{ status.runner.host }}
-  runs the jobs, since {{ status.runner.since[:19] }} UTC.
+  runs the jobs, since {{ status.runner.since | when }}.
   {% else %}No process runs the jobs right now.{% endif %}
   The page refreshes every 3 seconds.</p>
 {% if queued %}<p class="note">A slow task was queued; its row appears in about 2 seconds.</p>{% endif %}
@@ -86,39 +90,60 @@ PAGE = """<!doctype html>
 </form>
 <h2>Jobs</h2>
 <table>
-  <tr><th>name</th><th>every</th><th>next run (UTC)</th><th>last run (UTC)</th>
+  <tr><th>name</th><th>every</th><th>next run</th><th>last run</th>
       <th>took</th><th>runs</th><th>failures</th><th>skipped</th><th>last error</th></tr>
   {% for job in status.jobs %}
   <tr><td class="name">{{ job.name }}</td><td>{{ job.interval }} s</td>
-      <td>{{ job.next_run[11:19] if job.next_run else '-' }}</td>
-      <td class="last-run">{{ job.last_run or '-' }}</td>
-      <td>{{ '%.3f s' % job.last_duration if job.last_duration is not none else '-' }}</td>
+      <td>{{ job.next_run | when(job.tz) }}</td>
+      <td class="last-run">{{ job.last_run | when(job.tz) }}</td>
+      <td>{{ job.last_duration | duration }}</td>
       <td class="runs">{{ job.runs }}</td><td>{{ job.failures }}</td><td>{{ job.skipped }}</td>
       <td class="failed">{{ job.last_error or '' }}</td></tr>
   {% endfor %}
 </table>
 <h2>Latest updates</h2>
 <table>
-  <tr><th>at (UTC)</th><th>by</th><th>pid</th></tr>
+  <tr><th>at</th><th>by</th><th>pid</th></tr>
   {% for at, source, pid in rows %}
-  <tr><td>{{ at }}</td><td>{{ source }}</td><td>{{ pid }}</td></tr>
+  <tr><td>{{ at | when }}</td><td>{{ source }}</td><td>{{ pid }}</td></tr>
   {% endfor %}
 </table>
 """
+
+
+@app.template_filter()
+def when(iso: str | None, zone: str | None = None) -> str:
+    """Every time on the page in one format, in the job's zone if it has one."""
+    if not iso:
+        return "-"
+    shown = datetime.fromisoformat(iso).astimezone(ZoneInfo(zone) if zone else timezone.utc)
+    return f"{shown:%Y-%m-%d %H:%M:%S} {shown.tzname()}"
+
+
+@app.template_filter()
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    ms = seconds * 1000
+    return f"{ms:.2f} ms" if ms < 1 else f"{ms:.0f} ms" if ms < 1000 else f"{seconds:.1f} s"
 
 
 @app.get("/")
 def index() -> str:
     rows = get_db().execute(
         "SELECT at, source, pid FROM updates ORDER BY at DESC LIMIT 20").fetchall()
+    # The note stays until the task's row is there; the page reloads meanwhile.
+    queued = request.args.get("queued")
+    done = queued and any(source == "background task" and at >= queued
+                          for at, source, _ in rows)
     return render_template_string(PAGE, status=ticker.status(), rows=rows, pid=os.getpid(),
-                                  queued="queued" in request.args)
+                                  queued=queued and not done)
 
 
 @app.post("/report")
 def report():
     run_in_background(slow_report)
-    return redirect(url_for("index", queued=1))
+    return redirect(url_for("index", queued=now()))
 
 
 if __name__ == "__main__":

@@ -150,12 +150,13 @@ class Job:
     # Slots: an app may register thousands of jobs.
     __slots__ = ("_scheduler", "_func", "_args", "_kwargs", "_name", "_interval", "_run_now",
                  "_runs", "_failures", "_skipped", "_last_due", "_last_run", "_last_duration",
-                 "_last_error", "_lagging", "_failing", "_at")
+                 "_last_error", "_lagging", "_failing", "_at", "_declared")
 
     def __init__(self, scheduler: _Scheduler, func: Callable[..., Any], interval: float,
                  name: str, run_now: bool, args: tuple, kwargs: Mapping[str, Any],
                  at: _At | None = None) -> None:
         self._scheduler, self._at = scheduler, at
+        self._declared = scheduler.generation  # for which app: see _Scheduler.add
         self._func, self._args, self._kwargs = func, args, kwargs
         self._name, self._interval, self._run_now = name, interval, run_now
         self._runs = self._failures = self._skipped = 0
@@ -291,7 +292,12 @@ class Job:
         (self._last_due, self._last_run, self._last_duration, self._last_error,
          self._runs, self._failures, self._skipped) = history
 
+    def _schedule(self) -> str:
+        every = _seconds(self._interval)
+        return every if self._at is None else f"{every} at {self._at.text} {_zone_name(self.tz)}"
+
     def _redeclare(self, other: Job) -> None:
+        self._declared = other._declared
         self._func, self._interval, self._run_now = other._func, other._interval, other._run_now
         self._at = other._at
         self._args, self._kwargs = other._args, other._kwargs
@@ -317,7 +323,7 @@ class Job:
         when = "paused" if self.paused else "not scheduled" if due is None else \
             f"next in {_seconds(max(0.0, due - self._scheduler.wall()))}"
         if self._at is not None and due is not None and not self.paused:
-            when = f"next {_local(due, self.tz)}"
+            when = f"next {_when(due, self.tz)} ({_zone_name(self.tz)})"
         every = _seconds(self._interval) + ("" if self._at is None else f" at {self._at.text}")
         return (f"<Job {self._name!r} every {every}, {when},"
                 f" runs={self._runs} failures={self._failures} skipped={self._skipped}>")
@@ -348,6 +354,9 @@ class _Scheduler:
         # "skipped"; the Ticker sends them as signals.
         self.notify: Callable[..., None] = lambda event, job, **details: None
         self.jobs: dict[str, Job] = {}
+        # Counts the apps bound: a job declared again for the same app is a
+        # mistake, for a new one (a factory called again) a new declaration.
+        self.generation = 0
         self._paused: set[Job] = set()
         self._walled = 0  # jobs with at=, whose due times follow the wall clock
         self._offset: float | None = None  # wall minus monotonic time, at the last pass
@@ -398,8 +407,14 @@ class _Scheduler:
                 raise ValueError(
                     f"every(): a job named {job.name!r} is already registered on this"
                     " ticker with another function; pass name= to register another")
-            else:  # the same declaration again: an app factory called twice
+            else:  # the same function again
                 moved = (known.interval, known.at, known.tz) != (job.interval, job.at, job.tz)
+                if moved and known._declared == job._declared:
+                    raise ValueError(
+                        f"every(): job {job.name!r} is already declared on this app, to run"
+                        f" every {known._schedule()}; declaring it again to run every"
+                        f" {job._schedule()} would replace that silently: declare it once,"
+                        " or pass name= to make it a second job")
                 self._walled += (job.at is not None) - (known.at is not None)
                 known._redeclare(job)
                 job = known
@@ -1214,7 +1229,7 @@ class _LockFile(_Lease):
     blocks = True
 
     def __init__(self, path: str) -> None:
-        self.path = path
+        self.path = self.where = path
         self._held: Any = None  # the open lock file, while held
 
     def _open(self, path: str, flags: int = 0) -> int:
@@ -1511,16 +1526,14 @@ def _describe(job: dict, now: float, tz: tzinfo | None = None) -> str:
     last = "never run"
     if job["last_run"]:
         outcome = f"failed {ago(job['last_run'])} ago: {job['last_error']}" \
-            if job["last_error"] else f"ok {ago(job['last_run'])} ago, {job['last_duration']:.3g} s"
+            if job["last_error"] else \
+            f"ok {ago(job['last_run'])} ago, {_duration(job['last_duration'])}"
         last = "running now" if job["running"] else outcome
-    when = "paused" if job["paused"] else f"next {job['next_run'][:19]} UTC" \
-        if job["next_run"] else "not scheduled"
+    when = "paused" if job["paused"] else "not scheduled" if not job["next_run"] else \
+        f"next {_when(datetime.fromisoformat(job['next_run']).timestamp(), tz)}"
     every = _seconds(job["interval"])
     if job["at"]:
         every += f" at {job['at']} {job['tz']}"
-        if job["next_run"] and not job["paused"] and tz is not None:
-            shown = datetime.fromisoformat(job["next_run"]).astimezone(tz)
-            when = f"next {shown:%Y-%m-%d %H:%M:%S} {shown.tzname()}"
     return (f"{job['name']}  every {every}  {when}  {last}"
             f"  runs={job['runs']} failures={job['failures']}")
 
@@ -1665,6 +1678,7 @@ class Ticker:
         self._shutdown_timeout = timeout
         scheduler = self._scheduler
         scheduler.lease, scheduler.retry, scheduler.zone = lease, retry, zone
+        scheduler.generation += 1
         scheduler.call = functools.partial(_call_in_context, app)
         scheduler.log = lease.log = self._job_pool.log = self._task_pool.log = \
             app.logger.getChild("flask_ticker")
@@ -1749,35 +1763,41 @@ class Ticker:
         jobs, "runner": {"pid", "host", "since"} or None, "scope":
         "deployment" or "process", "jobs": [{"name", "interval", "at", "tz", "paused",
         "next_run", "last_run", "last_duration", "last_error", "runs",
-        "failures", "skipped", "running"}, ...]}``, times in ISO 8601 UTC.  With no shared state (``TICKER_LOCK = False`` or a
+        "failures", "skipped", "running"}, ...], "error": None}``, times in
+        ISO 8601 UTC.  With no shared state (``TICKER_LOCK = False`` or a
         custom lock) the figures are this process's: ``scope`` says which.
-        Raises ConnectionError, saying why, while the lease's Redis cannot
-        be reached.
+        It never raises for a lease that cannot be used (Redis down, a path
+        it cannot write): ``error`` is then one line saying why, and the
+        figures are this process's.
         """
         scheduler = self._scheduler
         lease = scheduler.lease
-        state = lease.load() if lease.shared else None
+        state, error, runner = None, None, scheduler.runner if scheduler.holding else None
+        if lease.shared:
+            try:
+                state = lease.load()
+                if not scheduler.holding and state and state["runner"] and lease.holder():
+                    # as the runner shows itself; "alive" is for _crash_window
+                    runner = {key: state["runner"][key] for key in ("pid", "host", "since")}
+            except Exception as exc:  # a status page must not fail with the lease
+                error = str(exc) if isinstance(exc, _Outage) else \
+                    f"TICKER_LOCK ({lease.where}) cannot be used: {type(exc).__name__}: {exc}"
         saved = state["jobs"] if state else {}
-        if scheduler.holding or not lease.shared:
-            runner = scheduler.runner if scheduler.holding else None
-        else:
-            runner = state["runner"] if state and state["runner"] and lease.holder() else None
-            if runner:  # as the runner shows itself; "alive" is for _crash_window
-                runner = {key: runner[key] for key in ("pid", "host", "since")}
         offset, jobs = scheduler.wall() - scheduler.clock(), []
         for job in self.jobs:
             row = saved.get(job.name) or scheduler.row(job, offset)
-            interval, _, _, last_run, duration, error, runs, failures, skipped, \
+            interval, _, _, last_run, duration, last_error, runs, failures, skipped, \
                 next_due, running, paused = row
             running = running and (runner is not None or job.running)  # not a crashed one's
             jobs.append({"name": job.name, "interval": interval or job.interval,
                          "at": job.at, "tz": job.tz and _zone_name(job.tz),
                          "paused": paused, "next_run": _iso(next_due),
                          "last_run": _iso(last_run), "last_duration": duration,
-                         "last_error": error, "runs": runs, "failures": failures,
+                         "last_error": last_error, "runs": runs, "failures": failures,
                          "skipped": skipped, "running": running})
         return {"running": self.running, "is_runner": scheduler.holding, "runner": runner,
-                "scope": "deployment" if lease.shared else "process", "jobs": jobs}
+                "scope": "deployment" if lease.shared else "process", "jobs": jobs,
+                "error": error}
 
     def run_pending(self) -> float | None:
         """Make one scheduler pass now, in this thread: take the lease if
@@ -1849,19 +1869,16 @@ class Ticker:
         never starts the ticker: a CLI command does not (see _autostart)."""
         group = click.Group("ticker", help="See the deployment's jobs, or run one now.")
 
-        def status() -> dict:
-            try:
-                return self.status()
-            except _Outage as exc:  # the one line that says why, not a traceback
-                raise click.ClickException(str(exc)) from None
-
         @group.command("list")
         @click.option("--json", "as_json", is_flag=True, help="Print ticker.status() as JSON.")
         def list_jobs(as_json: bool) -> None:
             """One line per job: its interval, next run, last run, counts."""
-            shown = status()
+            shown = self.status()
             if as_json:
                 click.echo(json.dumps(shown, indent=2))
+            if shown["error"]:  # the one line that says why, not a traceback
+                raise click.ClickException(shown["error"])
+            if as_json:
                 return
             runner = shown["runner"]
             click.echo(f"run by process {runner['pid']} on {runner['host']} since"
@@ -1878,7 +1895,7 @@ class Ticker:
             if job is None:
                 known = ", ".join(job.name for job in self.jobs) or "none"
                 raise click.UsageError(f"no job named {name!r}; the jobs are: {known}")
-            if next(row for row in status()["jobs"] if row["name"] == name)["running"]:
+            if next(row for row in self.status()["jobs"] if row["name"] == name)["running"]:
                 click.echo(f"job {name!r} is running in the deployment now: not run again",
                            err=True)
                 raise SystemExit(1)
@@ -1887,7 +1904,7 @@ class Ticker:
             except BaseException:
                 click.echo(traceback.format_exc(), err=True, nl=False)
                 raise SystemExit(1) from None
-            click.echo(f"job {name!r} ok in {job.last_duration:.3f} s, returned {result!r}")
+            click.echo(f"job {name!r} ok in {_duration(job.last_duration)}, returned {result!r}")
 
         return group
 
@@ -2048,7 +2065,19 @@ def _call_in_context(app: Flask, func: Callable[..., Any], args: tuple,
     # ensure_sync runs a coroutine function to its end, as Flask runs an
     # async view, so that no coroutine is ever left un-awaited.
     with app.app_context():
-        return app.ensure_sync(func)(*args, **kwargs)
+        result = app.ensure_sync(func)(*args, **kwargs)
+        if inspect.isawaitable(result):  # def job(): return fetch()
+            if importlib.util.find_spec("asgiref") is None:
+                if inspect.iscoroutine(result):
+                    result.close()  # failed below, so never "never awaited"
+                raise RuntimeError(f"{_name(func)!r} returned an awaitable, which needs"
+                                   " Flask's async extra to await: pip install 'flask[async]'")
+            result = app.ensure_sync(_awaited)(result)
+        return result
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _check_callable(func: Any, what: str) -> None:
@@ -2325,7 +2354,7 @@ def _is_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _name(func: Any) -> str:
+def _qualname(func: Any) -> str:
     # Never repr(): a partial's would put its bound arguments, an API key
     # say, into every log line.
     while isinstance(func, functools.partial):
@@ -2334,8 +2363,14 @@ def _name(func: Any) -> str:
     return name if isinstance(name, str) else type(func).__qualname__
 
 
+def _name(func: Any) -> str:
+    # "heartbeat", not "create_app.<locals>.heartbeat": a name to type after
+    # flask ticker run.  _identity tells two such functions apart.
+    return _qualname(func).rpartition("<locals>.")[2]
+
+
 def _identity(func: Any) -> tuple:
-    return getattr(func, "__module__", None), _name(func)
+    return getattr(func, "__module__", None), _qualname(func)
 
 
 def _utc(wall: float | None) -> datetime | None:
@@ -2426,10 +2461,17 @@ def _local_zone(log: logging.Logger) -> tzinfo:
     return timezone.utc
 
 
-def _local(wall: float, tz: tzinfo) -> str:
-    """A wall time as the zone's clock shows it, with the zone's name."""
-    shown = datetime.fromtimestamp(wall, tz)
-    return f"{shown:%Y-%m-%d %H:%M:%S} {shown.tzname()} ({_zone_name(tz)})"
+def _when(wall: float, tz: tzinfo | None) -> str:
+    """A wall time as the zone's clock shows it (UTC for None): the one
+    format of every time that flask ticker list and a Job's repr show."""
+    shown = datetime.fromtimestamp(wall, tz or timezone.utc)
+    return f"{shown:%Y-%m-%d %H:%M:%S} {shown.tzname()}"
+
+
+def _duration(s: float) -> str:
+    """0.09 ms, 12 ms, 1.2 s: a run's duration as a person reads it."""
+    ms = s * 1000
+    return f"{ms:.2f} ms" if ms < 1 else f"{ms:.0f} ms" if ms < 1000 else f"{s:.1f} s"
 
 
 def _zone_name(tz: tzinfo) -> str:

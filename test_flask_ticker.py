@@ -18,6 +18,7 @@ import logging
 import math
 import signal
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -176,8 +177,7 @@ def test_decorator_form_registers_and_returns_the_function_unchanged(ticker):
         return "beat"
 
     assert ticker.every(60)(heartbeat) is heartbeat
-    job = ticker.get("test_decorator_form_registers_and_returns_the_function_unchanged"
-                     ".<locals>.heartbeat")
+    job = ticker.get("heartbeat")
     assert isinstance(job, Job) and job.run() == "beat"
 
 
@@ -187,8 +187,8 @@ def test_every_with_func_returns_the_job_named_after_the_function(ticker):
 
     job = ticker.every(timedelta(minutes=5), poll)
     assert isinstance(job, Job)
-    assert job.name.endswith("poll") and job.interval == 300.0
-    assert ticker.every(1.5, poll, name="poll").interval == 1.5
+    assert job.name == "poll" and job.interval == 300.0
+    assert ticker.every(1.5, poll, name="poll_fast").interval == 1.5
 
 
 def test_args_and_kwargs_are_passed_to_every_run(ticker):
@@ -1710,3 +1710,217 @@ def test_a_restart_after_a_stop_that_timed_out_still_runs_jobs(app):
 def test_run_pending_without_an_app_says_how_to_bind_one():
     with pytest.raises(RuntimeError, match="run_pending\\(\\) needs an app"):
         Ticker().run_pending()
+
+
+# -- 13. what a newcomer runs into: status pages, names, redeclaration, display --
+
+def lock_under_a_file(tmp_path: Path) -> str:
+    (tmp_path / "plain").write_text("not a folder")
+    return str(tmp_path / "plain" / "x.lock")
+
+
+def test_status_with_an_unusable_lock_path_says_why_instead_of_raising(tmp_path):
+    app = locked_app(tmp_path, TICKER_LOCK=lock_under_a_file(tmp_path), TICKER_ENABLED=False)
+    ticker = Ticker(app)
+    ticker.every(3600, lambda: None, name="hourly")
+    status = ticker.status()
+    assert status["error"].startswith(f"TICKER_LOCK ({tmp_path / 'plain' / 'x.lock'})")
+    assert "NotADirectoryError" in status["error"] and "\n" not in status["error"]
+    assert [job["name"] for job in status["jobs"]] == ["hourly"]
+    assert json.loads(json.dumps(status)) == status
+
+
+def test_status_has_no_error_when_the_lease_can_be_used(tmp_path, ticker):
+    assert ticker.status()["error"] is None
+    assert Ticker(locked_app(tmp_path, TICKER_ENABLED=False)).status()["error"] is None
+
+
+def test_flask_ticker_list_with_an_unusable_lock_path_prints_one_line_and_exits_1(tmp_path):
+    app = locked_app(tmp_path, TICKER_LOCK=lock_under_a_file(tmp_path), TICKER_ENABLED=False)
+    Ticker(app).every(3600, lambda: None, name="hourly")
+    result = app.test_cli_runner().invoke(args=["ticker", "list"])
+    assert result.exit_code == 1
+    assert "TICKER_LOCK" in result.output and "NotADirectoryError" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_job_declared_in_a_factory_is_named_without_locals(ticker):
+    def create_app():
+        @ticker.every(60)
+        def heartbeat():
+            return "beat"
+
+    create_app()
+    assert [job.name for job in ticker.jobs] == ["heartbeat"]
+    assert ticker.get("heartbeat").run() == "beat"
+
+
+def test_two_modules_functions_of_one_name_collide_with_a_clear_error(ticker, tmp_path):
+    for module in ("shop_jobs", "blog_jobs"):
+        (tmp_path / f"{module}.py").write_text("def cleanup():\n    return __name__\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import blog_jobs
+        import shop_jobs
+    finally:
+        sys.path.remove(str(tmp_path))
+    ticker.every(3600, shop_jobs.cleanup)
+    with pytest.raises(ValueError, match="'cleanup' is already registered.*pass name="):
+        ticker.every(3600, blog_jobs.cleanup)
+    assert ticker.every(3600, blog_jobs.cleanup, name="blog_cleanup").run() == "blog_jobs"
+
+
+def test_two_factory_functions_of_one_short_name_collide(ticker):
+    def make(text):
+        def heartbeat():
+            return text
+        return heartbeat
+
+    def other_factory():
+        def heartbeat():
+            pass
+        return heartbeat
+
+    ticker.every(60, make("a"))
+    with pytest.raises(ValueError, match="'heartbeat' is already registered"):
+        ticker.every(60, other_factory())
+
+
+def cleanup():
+    pass
+
+
+def test_declaring_a_job_again_with_another_interval_raises_and_the_first_stands(ticker):
+    job = ticker.every(60, cleanup)
+    with pytest.raises(ValueError, match="job 'cleanup' is already declared on this app.*1m"):
+        ticker.every(3600, cleanup)
+    assert ticker.jobs == [job] and job.interval == 60
+
+
+def test_declaring_a_job_again_with_another_at_raises(ticker):
+    ticker.every(timedelta(days=1), cleanup, at="03:00", tz="UTC")
+    with pytest.raises(ValueError, match="job 'cleanup' is already declared"):
+        ticker.every(timedelta(days=1), cleanup, at="04:00", tz="UTC")
+    with pytest.raises(ValueError, match="job 'cleanup' is already declared"):
+        ticker.every(timedelta(days=1), cleanup, at="03:00", tz="Europe/Berlin")
+    assert ticker.get("cleanup").at == "03:00" and str(ticker.get("cleanup").tz) == "UTC"
+
+
+def test_one_function_under_two_names_is_two_jobs(ticker):
+    ticker.every(3600, cleanup, name="ok")
+    ticker.every(120, cleanup, name="later")
+    assert [(job.name, job.interval) for job in ticker.jobs] == [("ok", 3600), ("later", 120)]
+
+
+def test_a_factory_called_again_replans_a_job_declared_with_another_interval(clock):
+    ticker = Ticker(clock=clock, wall_clock=clock.wall)
+    clock.ticker = ticker
+
+    def create_app(every):
+        app = make_app("factory", TICKER_ENABLED=False)
+        ticker.init_app(app)
+        ticker.every(every, cleanup)
+        return app
+
+    create_app(60)
+    started(ticker, clock)
+    create_app(3600)
+    assert [(job.name, job.interval) for job in ticker.jobs] == [("cleanup", 3600)]
+    clock.advance(0)
+    assert ticker.get("cleanup").next_run == \
+        datetime.fromtimestamp(EPOCH + 1000 + 3600, timezone.utc)
+    ticker.stop(WAIT)
+
+
+def test_a_plain_function_that_returns_a_coroutine_has_it_awaited(ticker, clock):
+    done = []
+
+    async def fetch():
+        await asyncio.sleep(0)
+        done.append(1)
+        return "fetched"
+
+    def job():
+        return fetch()
+
+    with warnings_as_errors():
+        registered = ticker.every(10, job)
+        started(ticker, clock)
+        assert done == [1] and (registered.runs, registered.failures) == (1, 0)
+        assert registered.run() == "fetched"
+
+
+def test_a_coroutine_returned_without_the_async_extra_fails_loudly(ticker, clock, monkeypatch,
+                                                                 caplog):
+    async def fetch():
+        pass
+
+    job = ticker.every(10, lambda: fetch(), name="wrapped")
+    monkeypatch.setitem(sys.modules, "asgiref", None)  # as if it were not installed
+    with warnings_as_errors():
+        started(ticker, clock)
+        gc.collect()
+    assert (job.runs, job.failures) == (1, 1)
+    assert "pip install 'flask[async]'" in job.last_error
+    assert "job 'wrapped' failed" in caplog.text
+
+
+@contextlib.contextmanager
+def warnings_as_errors():
+    """Fails on "coroutine ... was never awaited", which Python only warns of."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+        gc.collect()
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+
+
+def test_next_run_is_the_due_time_of_the_next_run(ticker, clock):
+    job = ticker.every(60, Recorder(clock), name="minutely")
+    assert job.next_run is None  # not planned before the ticker starts
+    started(ticker, clock)
+    due = datetime.fromtimestamp(EPOCH + 1060, timezone.utc)
+    assert job.next_run == due
+    assert ticker.status()["jobs"][0]["next_run"] == due.isoformat()
+    clock.advance(60)
+    settle(job)
+    assert job.next_run == due + timedelta(seconds=60)
+    job.pause()
+    assert job.next_run is None and ticker.status()["jobs"][0]["next_run"] is None
+
+
+def test_flask_ticker_list_shows_durations_and_times_in_one_format(tmp_path):
+    app = locked_app(tmp_path, "shown", TICKER_ENABLED=False)
+    ticker = Ticker(app)
+    ticker.every(3600, lambda: None, name="hourly").run()
+    ticker.every(timedelta(days=1), lambda: None, name="nightly", at="03:00",
+                 tz="Europe/Berlin")
+    ticker.start()
+    try:
+        lines = app.test_cli_runner().invoke(args=["ticker", "list"]).output.splitlines()
+    finally:
+        assert ticker.stop(WAIT)
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+    hourly = next(line for line in lines if line.startswith("hourly"))
+    nightly = next(line for line in lines if line.startswith("nightly"))
+    assert re.search(rf"next {stamp} UTC ", hourly)
+    assert re.search(rf"next {stamp} CES?T ", nightly)
+    assert re.search(r"ok \d+s ago, \d+(\.\d\d)? ms ", hourly), hourly
+    assert "e-0" not in hourly
+
+
+@pytest.mark.parametrize("seconds, shown", [(0.0000908, "0.09 ms"), (0.0123, "12 ms"),
+                                            (1.234, "1.2 s")])
+def test_a_run_by_hand_reports_its_duration_in_words(tmp_path, seconds, shown):
+    app = locked_app(tmp_path, "timed", TICKER_ENABLED=False)
+    now = [0.0]
+    ticker = Ticker(app, clock=lambda: now[0])
+
+    def hourly():
+        now[0] += seconds  # the run takes this long on the ticker's clock
+
+    ticker.every(3600, hourly)
+    result = app.test_cli_runner().invoke(args=["ticker", "run", "hourly"])
+    assert f"job 'hourly' ok in {shown}," in result.output, result.output

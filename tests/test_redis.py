@@ -209,6 +209,15 @@ def test_with_redis_down_flask_ticker_list_says_why_in_one_line(redis_server, ti
     assert "Traceback" not in result.output
 
 
+def test_with_redis_down_status_says_why_instead_of_raising(redis_server, tickers):
+    ticker, clock, ran = tickers(redis_server.url)
+    redis_server.stop()
+    status = ticker.status()
+    assert status["error"].startswith(f"Redis at {redis_server.url} (TICKER_LOCK) cannot be used")
+    assert [job["name"] for job in status["jobs"]] == ["often"]
+    assert json.loads(json.dumps(status)) == status
+
+
 def test_a_tick_the_crashed_runner_may_have_started_unsaved_is_not_run_again(
         redis_server, tickers):
     # The runner last saved a sign of life at 1001; it may have gone on

@@ -175,13 +175,16 @@ def test_a_machine_asleep_across_the_time_runs_it_once_on_waking(ticker_at):
     assert runs == ["2026-12-05 10:00:00 CET", "2026-12-06 03:00:00 CET"]
 
 
-def test_declaring_a_job_again_in_another_zone_moves_its_next_time(ticker_at):
+def test_a_factory_declaring_a_job_again_in_another_zone_moves_its_next_time(ticker_at):
     ticker, clocks = ticker_at(berlin("2026-12-02 10:00:00"))
     def nightly() -> None:
         pass
     job = ticker.every(DAY, nightly, at="03:00", tz="Europe/Berlin")
     ticker.run_pending()
+    ticker.stop()
+    ticker.init_app(Flask("walls", instance_path=ticker.app.instance_path))  # called again
     ticker.every(DAY, nightly, at="03:00", tz="America/New_York")
+    ticker.run_pending()
     assert job.next_run == datetime(2026, 12, 3, 8, 0, tzinfo=timezone.utc)
 
 

@@ -65,7 +65,7 @@ def test_a_pytest_suite_runs_no_job_unless_it_asks(tmp_path):
         def test_testing_runs_no_job_and_job_run_works(app):
             app.test_client().get("/")
             assert not ticker.running
-            ticker.get("create_app.<locals>.hourly").run()
+            ticker.get("hourly").run()  # its short name, as flask ticker list shows it
             assert open(os.environ["RUNS_FILE"]).read().split()[2:] == ["hourly"]
 
         def test_enabled_runs_the_jobs_at_once_without_a_request(tmp_path):
@@ -131,3 +131,27 @@ def test_a_failing_job_under_gunicorn_logs_with_a_time_and_a_level(serve):
     line = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,.]+\] ERROR in flask_ticker: job 'tick' failed",
                       re.M)
     wait_until(lambda: line.search(server.output()), 20, "a formatted error line")
+
+
+def test_the_example_page_shows_a_lock_it_cannot_use_and_clears_its_note(tmp_path):
+    (tmp_path / "plain").write_text("not a folder")
+    result = run_python(tmp_path, """
+        import time
+        from example_app import app
+
+        client = app.test_client()
+        page = client.get("/")
+        assert page.status_code == 200, page.status_code
+        assert "TICKER_LOCK" in page.text and "NotADirectoryError" in page.text
+        queued = client.post("/report").headers["Location"]
+        assert "A slow task was queued" in client.get(queued).text
+        deadline = time.monotonic() + 20
+        while "<td>background task</td>" not in client.get(queued).text:
+            assert time.monotonic() < deadline, "the task's row never came"
+            time.sleep(0.1)
+        assert "A slow task was queued" not in client.get(queued).text
+        print("ok")
+    """, FLASK_DATABASE=str(tmp_path / "example.sqlite3"), FLASK_TICKER_ENABLED="false",
+        FLASK_TICKER_LOCK=str(tmp_path / "plain" / "x.lock"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split() == ["ok"]
