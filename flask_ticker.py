@@ -1882,7 +1882,8 @@ class Ticker:
                 return
             runner = shown["runner"]
             click.echo(f"run by process {runner['pid']} on {runner['host']} since"
-                       f" {runner['since'][:19]} UTC" if runner else
+                       f" {_when(datetime.fromisoformat(runner['since']).timestamp(), None)}"
+                       if runner else
                        "no process runs the jobs now")
             for row in shown["jobs"]:
                 click.echo(_describe(row, time.time(), self._scheduler.jobs[row["name"]].tz))

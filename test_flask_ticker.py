@@ -1670,17 +1670,21 @@ def test_flask_ticker_run_runs_the_job_and_says_how_it_went(tmp_path):
     assert not ticker.running
 
 
-def test_the_readmes_health_check_answers_503_without_a_runner_or_with_a_stale_job(tmp_path):
-    readme = (HERE / "README.md").read_text()
-    view = readme.split('```python\n@app.get("/healthz")')[1].split("```")[0]
+def add_the_docs_health_check(app: Flask, ticker: Ticker) -> None:
+    doc = (HERE / "docs" / "operating.md").read_text()
+    view = doc.split('```python\n@app.get("/healthz")')[1].split("```")[0]
+    exec('@app.get("/healthz")' + view, {"app": app, "ticker": ticker, "datetime": datetime,
+                                         "timezone": timezone, "timedelta": timedelta,
+                                         "login_required": lambda view: view})
+
+
+def test_the_docs_health_check_answers_503_without_a_runner_or_with_a_stale_job(tmp_path):
     app = locked_app(tmp_path, "healthy", TICKER_ENABLED=False)  # started below
     behind = [0.0]  # how far the ticker's wall clock is behind, to make a run look old
     ticker = Ticker(app, wall_clock=lambda: time.time() - behind[0])
     ticker.every(3600, lambda: None, name="hourly")
     ticker.every(3600, lambda: None, name="not_yet", run_now=False)  # never stale
-    exec('@app.get("/healthz")' + view, {"app": app, "ticker": ticker, "datetime": datetime,
-                                         "timezone": timezone, "timedelta": timedelta,
-                                         "login_required": lambda view: view})
+    add_the_docs_health_check(app, ticker)
     client = app.test_client()
     assert client.get("/healthz").status_code == 503  # nothing runs the jobs
     ticker.start()
@@ -1924,3 +1928,13 @@ def test_a_run_by_hand_reports_its_duration_in_words(tmp_path, seconds, shown):
     ticker.every(3600, hourly)
     result = app.test_cli_runner().invoke(args=["ticker", "run", "hourly"])
     assert f"job 'hourly' ok in {shown}," in result.output, result.output
+
+
+def test_the_docs_health_check_answers_503_with_the_reason_the_lease_cannot_be_used(tmp_path):
+    app = locked_app(tmp_path, TICKER_LOCK=lock_under_a_file(tmp_path), TICKER_ENABLED=False)
+    ticker = Ticker(app)
+    add_the_docs_health_check(app, ticker)
+    answer = app.test_client().get("/healthz")
+    assert answer.status_code == 503
+    assert answer.get_json()["error"] == ticker.status()["error"]
+    assert "NotADirectoryError" in answer.get_json()["error"]
