@@ -10,6 +10,7 @@ same table.  It refreshes itself every few seconds.  Settings can be
 overridden from the environment: FLASK_UPDATE_EVERY=1,
 FLASK_DATABASE=/tmp/x.sqlite3.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,10 @@ def get_db() -> sqlite3.Connection:
     if "db" not in g:
         os.makedirs(os.path.dirname(app.config["DATABASE"]), exist_ok=True)
         g.db = sqlite3.connect(app.config["DATABASE"], timeout=10)
-        g.db.execute("CREATE TABLE IF NOT EXISTS updates"
-                     " (at TEXT NOT NULL, source TEXT NOT NULL, pid INTEGER NOT NULL)")
+        g.db.execute(
+            "CREATE TABLE IF NOT EXISTS updates"
+            " (at TEXT NOT NULL, source TEXT NOT NULL, pid INTEGER NOT NULL)"
+        )
     return g.db
 
 
@@ -130,14 +133,17 @@ def duration(seconds: float | None) -> str:
 
 @app.get("/")
 def index() -> str:
-    rows = get_db().execute(
-        "SELECT at, source, pid FROM updates ORDER BY at DESC LIMIT 20").fetchall()
+    rows = (
+        get_db()
+        .execute("SELECT at, source, pid FROM updates ORDER BY at DESC LIMIT 20")
+        .fetchall()
+    )
     # The note stays until the task's row is there; the page reloads meanwhile.
     queued = request.args.get("queued")
-    done = queued and any(source == "background task" and at >= queued
-                          for at, source, _ in rows)
-    return render_template_string(PAGE, status=ticker.status(), rows=rows, pid=os.getpid(),
-                                  queued=queued and not done)
+    done = queued and any(source == "background task" and at >= queued for at, source, _ in rows)
+    return render_template_string(
+        PAGE, status=ticker.status(), rows=rows, pid=os.getpid(), queued=queued and not done
+    )
 
 
 @app.post("/report")

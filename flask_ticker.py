@@ -49,6 +49,7 @@ which knows no files or servers; the lease-and-state interface and its
 implementations; the Flask extension and its launch-mode code; then the
 thread pool and helpers.
 """
+
 # SPDX-License-Identifier: MIT
 from __future__ import annotations
 
@@ -73,11 +74,11 @@ import time
 import traceback
 import urllib.parse
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from datetime import time as dtime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 from blinker import Namespace
@@ -94,8 +95,17 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
 __version__ = "0.2.0"
-__all__ = ["Ticker", "Job", "run_in_background", "job_started", "job_finished", "job_failed",
-           "job_skipped", "task_failed"]
+# In the order a reader meets them: the extension, its jobs, tasks, signals.
+__all__ = [  # noqa: RUF022
+    "Ticker",
+    "Job",
+    "run_in_background",
+    "job_started",
+    "job_finished",
+    "job_failed",
+    "job_skipped",
+    "task_failed",
+]
 
 logger = logging.getLogger("flask_ticker")
 
@@ -108,10 +118,16 @@ job_started = _signals.signal("job_started", doc="A run starts.")
 job_finished = _signals.signal("job_finished", doc="A run returned: duration, result.")
 job_failed = _signals.signal("job_failed", doc="A run raised: exception, duration.")
 job_skipped = _signals.signal("job_skipped", doc="A tick passed without a run: reason.")
-task_failed = _signals.signal("task_failed",
-                              doc="A run_in_background task raised: func, exception.")
-_SIGNALS = {"started": job_started, "finished": job_finished, "failed": job_failed,
-            "skipped": job_skipped, "task_failed": task_failed}
+task_failed = _signals.signal(
+    "task_failed", doc="A run_in_background task raised: func, exception."
+)
+_SIGNALS = {
+    "started": job_started,
+    "finished": job_finished,
+    "failed": job_failed,
+    "skipped": job_skipped,
+    "task_failed": task_failed,
+}
 
 # Shared by the jobs without kwargs: an app may register thousands of jobs.
 _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
@@ -139,6 +155,7 @@ _DEFAULT_WORKERS = min(32, (os.cpu_count() or 1) + 4)
 
 # -- the scheduler core: jobs on fixed-rate grids; no files, no servers --
 
+
 class Job:
     """One function on a fixed-rate schedule; returned by `Ticker.every`.
 
@@ -148,13 +165,38 @@ class Job:
     """
 
     # Slots: an app may register thousands of jobs.
-    __slots__ = ("_scheduler", "_func", "_args", "_kwargs", "_name", "_interval", "_run_now",
-                 "_runs", "_failures", "_skipped", "_last_due", "_last_run", "_last_duration",
-                 "_last_error", "_lagging", "_failing", "_at", "_declared")
+    __slots__ = (
+        "_args",
+        "_at",
+        "_declared",
+        "_failing",
+        "_failures",
+        "_func",
+        "_interval",
+        "_kwargs",
+        "_lagging",
+        "_last_due",
+        "_last_duration",
+        "_last_error",
+        "_last_run",
+        "_name",
+        "_run_now",
+        "_runs",
+        "_scheduler",
+        "_skipped",
+    )
 
-    def __init__(self, scheduler: _Scheduler, func: Callable[..., Any], interval: float,
-                 name: str, run_now: bool, args: tuple, kwargs: Mapping[str, Any],
-                 at: _At | None = None) -> None:
+    def __init__(
+        self,
+        scheduler: _Scheduler,
+        func: Callable[..., Any],
+        interval: float,
+        name: str,
+        run_now: bool,
+        args: tuple,
+        kwargs: Mapping[str, Any],
+        at: _At | None = None,
+    ) -> None:
         self._scheduler, self._at = scheduler, at
         self._declared = scheduler.generation  # for which app: see _Scheduler.add
         self._func, self._args, self._kwargs = func, args, kwargs
@@ -173,12 +215,17 @@ class Job:
     interval = property(lambda self: self._interval, doc="Seconds between due times, a float.")
     runs = property(lambda self: self._runs, doc="Runs finished, failed or not.")
     failures = property(lambda self: self._failures, doc="Runs that raised.")
-    skipped = property(lambda self: self._skipped, doc="Due times passed over: the previous"
-                       " run was still going, or the process was not scheduled.")
-    last_duration = property(lambda self: self._last_duration,
-                             doc="How long the last run took, in seconds.")
-    last_error = property(lambda self: self._last_error,
-                          doc="'Type: message' if the last run failed, else None.")
+    skipped = property(
+        lambda self: self._skipped,
+        doc="Due times passed over: the previous"
+        " run was still going, or the process was not scheduled.",
+    )
+    last_duration = property(
+        lambda self: self._last_duration, doc="How long the last run took, in seconds."
+    )
+    last_error = property(
+        lambda self: self._last_error, doc="'Type: message' if the last run failed, else None."
+    )
 
     @property
     def at(self) -> str | None:
@@ -232,8 +279,13 @@ class Job:
         """
         return self._scheduler.run_here(self)
 
-    def _call(self, call: Callable[..., Any], wall: Callable[[], float],
-              clock: Callable[[], float], due: float | None) -> Any:
+    def _call(
+        self,
+        call: Callable[..., Any],
+        wall: Callable[[], float],
+        clock: Callable[[], float],
+        due: float | None,
+    ) -> Any:
         started = clock()
         self._last_run = wall()
         self._last_due = self._last_run if due is None else due
@@ -253,8 +305,11 @@ class Job:
             self._lagging = False  # it keeps up again: warn at the next lapse
         if exc is None:
             if self._failing is not None:
-                self._scheduler.log.info("job %r succeeded again after %d failed run(s) in a row",
-                            self._name, self._failing[1])
+                self._scheduler.log.info(
+                    "job %r succeeded again after %d failed run(s) in a row",
+                    self._name,
+                    self._failing[1],
+                )
                 self._failing = None
             return
         # Every failure is logged, but a job that fails the same way run
@@ -265,12 +320,18 @@ class Job:
         how = (type(exc), _frames(exc.__traceback__))
         if self._failing is not None and self._failing[0] == how:
             self._failing = (how, self._failing[1] + 1)
-            self._scheduler.log.error("job %r failed again, %d times in a row, with the error and"
-                         " traceback logged before: %s", self._name, self._failing[1],
-                         self._last_error)
+            self._scheduler.log.error(
+                "job %r failed again, %d times in a row, with the error and"
+                " traceback logged before: %s",
+                self._name,
+                self._failing[1],
+                self._last_error,
+            )
         else:
             self._failing = (how, 1)
-            self._scheduler.log.error("job %r failed; it keeps its schedule", self._name, exc_info=exc)
+            self._scheduler.log.error(
+                "job %r failed; it keeps its schedule", self._name, exc_info=exc
+            )
 
     def _skip(self, ticks: int, why: str) -> None:
         self._skipped += ticks
@@ -281,16 +342,30 @@ class Job:
             self._scheduler.log.warning("job %r %s", self._name, why)
 
     def _history(self) -> list:
-        return [self._last_due, self._last_run, self._last_duration, self._last_error,
-                self._runs, self._failures, self._skipped]
+        return [
+            self._last_due,
+            self._last_run,
+            self._last_duration,
+            self._last_error,
+            self._runs,
+            self._failures,
+            self._skipped,
+        ]
 
     def _add_run(self, started: float, duration: float, error: str | None) -> None:
         # A run another process made by hand (flask ticker run).
         self._adopt(_with_run(self._history(), started, duration, error))
 
     def _adopt(self, history: Sequence) -> None:
-        (self._last_due, self._last_run, self._last_duration, self._last_error,
-         self._runs, self._failures, self._skipped) = history
+        (
+            self._last_due,
+            self._last_run,
+            self._last_duration,
+            self._last_error,
+            self._runs,
+            self._failures,
+            self._skipped,
+        ) = history
 
     def _schedule(self) -> str:
         every = _seconds(self._interval)
@@ -305,14 +380,17 @@ class Job:
     def _declares_the_same_function(self, other: Job) -> bool:
         return _identity(other._func) == _identity(self._func)
 
-    def _first_due(self, now: float, origin: float | None,
-                   unsure: tuple[float, float] | None) -> tuple[float, int]:
+    def _first_due(
+        self, now: float, origin: float | None, unsure: tuple[float, float] | None
+    ) -> tuple[float, int]:
         return _first_due(self._interval, self._run_now, now, origin, self._last_due, unsure)
 
-    def _first_occurrence(self, now: float, origin: float | None,
-                          unsure: tuple[float, float] | None) -> float:
-        return _first_occurrence(self._at, self.tz, self._run_now, now, origin,
-                                 self._last_due, unsure)
+    def _first_occurrence(
+        self, now: float, origin: float | None, unsure: tuple[float, float] | None
+    ) -> float:
+        return _first_occurrence(
+            self._at, self.tz, self._run_now, now, origin, self._last_due, unsure
+        )
 
     def _next_time(self, wall: float) -> float:
         """An at= job's first time after the wall time ``wall``."""
@@ -320,13 +398,20 @@ class Job:
 
     def __repr__(self) -> str:
         due = self._scheduler.next_due(self)
-        when = "paused" if self.paused else "not scheduled" if due is None else \
-            f"next in {_seconds(max(0.0, due - self._scheduler.wall()))}"
+        when = (
+            "paused"
+            if self.paused
+            else "not scheduled"
+            if due is None
+            else f"next in {_seconds(max(0.0, due - self._scheduler.wall()))}"
+        )
         if self._at is not None and due is not None and not self.paused:
             when = f"next {_when(due, self.tz)} ({_zone_name(self.tz)})"
         every = _seconds(self._interval) + ("" if self._at is None else f" at {self._at.text}")
-        return (f"<Job {self._name!r} every {every}, {when},"
-                f" runs={self._runs} failures={self._failures} skipped={self._skipped}>")
+        return (
+            f"<Job {self._name!r} every {every}, {when},"
+            f" runs={self._runs} failures={self._failures} skipped={self._skipped}>"
+        )
 
 
 class _Scheduler:
@@ -386,8 +471,8 @@ class _Scheduler:
         # Wall times within which the last holder, which left without saving,
         # may have started runs that the state does not show; or None.
         self._unsure: tuple[float, float] | None = None
-        self._folded = 0.0     # runs by hand up to this wall time are in the history
-        self._dirty = False    # history changed since the last save
+        self._folded = 0.0  # runs by hand up to this wall time are in the history
+        self._dirty = False  # history changed since the last save
         self._saved_at = -math.inf  # monotonic
         # A lease with a TTL: when a renewal last worked, and when to renew.
         self._renewed_at, self._renew_at = -math.inf, math.inf
@@ -401,12 +486,12 @@ class _Scheduler:
                 self.jobs[job.name] = job
                 self._walled += job.at is not None
                 if self.holding:
-                    self._plan(job, self._unclaimed.pop(job.name, None), self.clock(),
-                               self.wall())
+                    self._plan(job, self._unclaimed.pop(job.name, None), self.clock(), self.wall())
             elif not known._declares_the_same_function(job):
                 raise ValueError(
                     f"every(): a job named {job.name!r} is already registered on this"
-                    " ticker with another function; pass name= to register another")
+                    " ticker with another function; pass name= to register another"
+                )
             else:  # the same function again
                 moved = (known.interval, known.at, known.tz) != (job.interval, job.at, job.tz)
                 if moved and known._declared == job._declared:
@@ -414,7 +499,8 @@ class _Scheduler:
                         f"every(): job {job.name!r} is already declared on this app, to run"
                         f" every {known._schedule()}; declaring it again to run every"
                         f" {job._schedule()} would replace that silently: declare it once,"
-                        " or pass name= to make it a second job")
+                        " or pass name= to make it a second job"
+                    )
                 self._walled += (job.at is not None) - (known.at is not None)
                 known._redeclare(job)
                 job = known
@@ -473,7 +559,8 @@ class _Scheduler:
         if self.call is None:
             raise RuntimeError(
                 f"job {job.name!r} cannot run: no Flask app is bound to its ticker;"
-                " pass the app to Ticker(app) or call ticker.init_app(app)")
+                " pass the app to Ticker(app) or call ticker.init_app(app)"
+            )
         with self._lock:
             if job in self._running:
                 raise RuntimeError(f"job {job.name!r} is already running")
@@ -505,18 +592,33 @@ class _Scheduler:
                     continue  # replaced, or the job is gone
                 if job in self._paused:
                     continue  # resume() plans it again
-                planned = self._plan_next_time(job, origin, now + offset, offset) \
-                    if job.at is not None else self._plan_next_tick(job, due, origin, now, offset)
+                planned = (
+                    self._plan_next_time(job, origin, now + offset, offset)
+                    if job.at is not None
+                    else self._plan_next_tick(job, due, origin, now, offset)
+                )
                 if planned is None:
                     continue
                 behind, latest = planned  # a catch-up run counts for the latest it stands for
                 if job in self._running:
-                    lapses.append((job, behind + 1, "is still running at its next due"
-                                                    " time; skipping runs until it finishes"))
+                    lapses.append(
+                        (
+                            job,
+                            behind + 1,
+                            "is still running at its next due"
+                            " time; skipping runs until it finishes",
+                        )
+                    )
                 else:
                     if behind:
-                        lapses.append((job, behind, f"was {behind} run(s) behind (was the"
-                                                    " process suspended?); running it once now"))
+                        lapses.append(
+                            (
+                                job,
+                                behind,
+                                f"was {behind} run(s) behind (was the"
+                                " process suspended?); running it once now",
+                            )
+                        )
                     self._running.add(job)
                     start.append((job, latest))
             delay = heap[0][0] - now if heap else None
@@ -527,14 +629,18 @@ class _Scheduler:
             self._dirty = True
             for job, due in start:
                 try:
-                    self.submit(job.name, functools.partial(self._run, job, due),
-                                functools.partial(self._running.discard, job))
+                    self.submit(
+                        job.name,
+                        functools.partial(self._run, job, due),
+                        functools.partial(self._running.discard, job),
+                    )
                 except RuntimeError:  # the pool was closed meanwhile: a stop
                     self._running.discard(job)
         return delay
 
-    def _plan_next_tick(self, job: Job, due: float, origin: float, now: float,
-                        offset: float) -> tuple[int, float]:
+    def _plan_next_tick(
+        self, job: Job, due: float, origin: float, now: float, offset: float
+    ) -> tuple[int, float]:
         """Plan an interval job due at ``due`` by its next tick after ``now``;
         return how many ticks it has missed already and the latest one's
         wall time."""
@@ -545,8 +651,9 @@ class _Scheduler:
         self._push(job, origin, index)
         return behind, due + behind * job.interval + offset
 
-    def _plan_next_time(self, job: Job, time: float, wall: float,
-                        offset: float) -> tuple[int, float] | None:
+    def _plan_next_time(
+        self, job: Job, time: float, wall: float, offset: float
+    ) -> tuple[int, float] | None:
         """Plan an ``at=`` job due at wall ``time`` by its next time after
         ``wall``; return how many times it has missed already and the latest
         time that has come, or None if ``time`` has not come on the wall
@@ -608,8 +715,9 @@ class _Scheduler:
                 try:
                     self.lease.record(job.name, [started, job.last_duration, job.last_error])
                 except _Outage as exc:  # the caller gets the run's own outcome
-                    self.log.warning("the run of job %r is not in the deployment state: %s",
-                                     job.name, exc)
+                    self.log.warning(
+                        "the run of job %r is not in the deployment state: %s", job.name, exc
+                    )
 
     def _push(self, job: Job, origin: float, index: int) -> None:
         # At index 0 the origin itself, not an equal float: one object less
@@ -656,8 +764,11 @@ class _Scheduler:
             if self._thread is not None:
                 return
             thread = self._thread = threading.Thread(
-                target=_loop, args=(weakref.ref(self), self.wakeup),
-                name="flask-ticker", daemon=True)
+                target=_loop,
+                args=(weakref.ref(self), self.wakeup),
+                name="flask-ticker",
+                daemon=True,
+            )
         # The first pass runs here: run_now jobs need not wait for the thread.
         try:
             self.tick(thread, first=True)
@@ -708,11 +819,13 @@ class _Scheduler:
             self.save()  # also a sign of life, for a successor's _crash_window
             return self.holding
         if kept is None and self._may_start():  # which reads the clock again
-            self._renew_at = min(self.clock() + min(self.retry, ttl / 3),
-                                 self._renewed_at + ttl)
+            self._renew_at = min(self.clock() + min(self.retry, ttl / 3), self._renewed_at + ttl)
             return True
-        self._lose("another process took its lease (TICKER_LOCK)" if kept is False else
-                   f"it could not renew its lease (TICKER_LOCK) within TICKER_LOCK_TTL ({ttl}s)")
+        self._lose(
+            "another process took its lease (TICKER_LOCK)"
+            if kept is False
+            else f"it could not renew its lease (TICKER_LOCK) within TICKER_LOCK_TTL ({ttl}s)"
+        )
         return False
 
     def _may_start(self) -> bool:
@@ -738,8 +851,9 @@ class _Scheduler:
         except Exception as exc:
             if not self._said_why and not isinstance(exc, _Outage):  # once, not every retry
                 self._said_why = True
-                self.log.exception("cannot take the lock (TICKER_LOCK); trying again"
-                                   " every %ss", self.retry)
+                self.log.exception(
+                    "cannot take the lock (TICKER_LOCK); trying again every %ss", self.retry
+                )
             if taken:
                 self._release()
             return False
@@ -747,9 +861,11 @@ class _Scheduler:
             self._waiting = False
         if not taken and not self._said_why:
             self._said_why = True
-            self.log.info("process %d does not run the jobs: another process holds the"
-                          " lock (TICKER_LOCK), and this one takes over if it stops",
-                          os.getpid())
+            self.log.info(
+                "process %d does not run the jobs: another process holds the"
+                " lock (TICKER_LOCK), and this one takes over if it stops",
+                os.getpid(),
+            )
         try:
             with self._lock:
                 if taken and (thread is None or self.owns(thread)):  # not stopped meanwhile
@@ -818,8 +934,12 @@ class _Scheduler:
         # lease itself if it ever gets it.
         # A thread start() has not started yet (a run_now job of its first
         # pass stops the ticker) ends at its first look.
-        if thread is not None and thread.ident is not None \
-                and thread is not threading.current_thread() and not waiting:
+        if (
+            thread is not None
+            and thread.ident is not None
+            and thread is not threading.current_thread()
+            and not waiting
+        ):
             thread.join()  # prompt: the loop runs no job (job_skipped receivers aside)
 
     def leave(self) -> None:
@@ -858,8 +978,10 @@ class _Scheduler:
             except Exception as exc:
                 self._dirty = True
                 if not isinstance(exc, _Outage):
-                    self.log.exception("cannot save the jobs' state beside TICKER_LOCK;"
-                                       " trying again in %ss", _SAVE_EVERY)
+                    self.log.exception(
+                        "cannot save the jobs' state beside TICKER_LOCK; trying again in %ss",
+                        _SAVE_EVERY,
+                    )
                 return
         if kept is False and self.holding:
             self._lose("another process took its lease (TICKER_LOCK) before it saved")
@@ -875,8 +997,14 @@ class _Scheduler:
             origin = due = plan[2]
         else:
             origin, due = plan[2] + offset, plan[0] + offset
-        return [job.interval, origin, *job._history(), None if paused else due,
-                job in self._running, paused]
+        return [
+            job.interval,
+            origin,
+            *job._history(),
+            None if paused else due,
+            job in self._running,
+            paused,
+        ]
 
     def _save(self, runner: bool, changed: bool) -> bool | None:
         if changed:  # runs made by hand meanwhile join the history
@@ -894,6 +1022,7 @@ class _Scheduler:
             for job in jobs:
                 yield job.name, self.row(job, offset)
             yield from unclaimed  # another version's jobs, kept for when it runs again
+
         alive = {**self.runner, "alive": self.wall()} if runner and self.runner else None
         return self.lease.save(alive, rows() if changed else None, self._folded)
 
@@ -908,9 +1037,14 @@ class _Entry(tuple):
         return self[0] < other[0]
 
 
-def _first_due(interval: float, run_now: bool, now: float, origin: float | None,
-               last_due: float | None,
-               unsure: tuple[float, float] | None) -> tuple[float, int]:
+def _first_due(
+    interval: float,
+    run_now: bool,
+    now: float,
+    origin: float | None,
+    last_due: float | None,
+    unsure: tuple[float, float] | None,
+) -> tuple[float, int]:
     """Where a job's grid goes on, as (origin, index), on the wall clock.
 
     A job with no grid yet starts one: now with ``run_now``, else one
@@ -943,12 +1077,18 @@ class _At:
     also in an hour that the clock repeats.  ``tz`` None: the ticker's zone.
     """
 
-    __slots__ = ("text", "period", "weekday", "seconds", "tz", "_last")
+    __slots__ = ("_last", "period", "seconds", "text", "tz", "weekday")
 
-    def __init__(self, text: str, period: float, weekday: int | None, seconds: int,
-                 tz: tzinfo | None) -> None:
-        self.text, self.period, self.weekday, self.seconds, self.tz = \
-            text, period, weekday, seconds, tz
+    def __init__(
+        self, text: str, period: float, weekday: int | None, seconds: int, tz: tzinfo | None
+    ) -> None:
+        self.text, self.period, self.weekday, self.seconds, self.tz = (
+            text,
+            period,
+            weekday,
+            seconds,
+            tz,
+        )
         # (wall, tz, answer) of the last question: a ticker plans all its
         # jobs from one reading of the clock, and thousands of jobs may
         # share an _At (see _parse_at).
@@ -1001,6 +1141,7 @@ class _At:
         # DST change), so each offset seen in them is tried.
         def offset(t: float) -> float:
             return datetime.fromtimestamp(t, tz).utcoffset().total_seconds()
+
         best = math.inf
         for ahead in range(0, 7201, 1800):
             shift = offset(wall + ahead)
@@ -1020,14 +1161,20 @@ def _plain_day(day: date, tz: tzinfo) -> float | None:
     start = midnight.timestamp()
     end = datetime.combine(day + _ONE_DAY, dtime(), tz).timestamp()
     offset = datetime.fromtimestamp(start, tz).utcoffset()
-    if datetime.fromtimestamp(end - 1, tz).utcoffset() != offset or \
-            midnight.utcoffset() != offset:
+    if datetime.fromtimestamp(end - 1, tz).utcoffset() != offset or midnight.utcoffset() != offset:
         return None
     return start
 
 
-def _first_occurrence(at: _At, tz: tzinfo, run_now: bool, now: float, origin: float | None,
-                      last_due: float | None, unsure: tuple[float, float] | None) -> float:
+def _first_occurrence(
+    at: _At,
+    tz: tzinfo,
+    run_now: bool,
+    now: float,
+    origin: float | None,
+    last_due: float | None,
+    unsure: tuple[float, float] | None,
+) -> float:
     """When an ``at=`` job is due next, on the wall clock: `_first_due`'s
     rule for local times.  ``origin`` is the first due time recorded for a
     job that has not run yet.  An occurrence missed while the deployment was
@@ -1036,8 +1183,9 @@ def _first_occurrence(at: _At, tz: tzinfo, run_now: bool, now: float, origin: fl
     if origin is None and last_due is None:
         return now if run_now else at.next_after(now, tz)
     missed = origin if last_due is None else at.next_after(last_due, tz)
-    if missed <= now and not (unsure and unsure[0] < missed
-                              and at.next_after(min(unsure[1], now), tz) > now):
+    if missed <= now and not (
+        unsure and unsure[0] < missed and at.next_after(min(unsure[1], now), tz) > now
+    ):
         return now
     return at.next_after(now, tz)
 
@@ -1055,14 +1203,16 @@ def _loop(ref: weakref.ref[_Scheduler], wakeup: threading.Event) -> None:
         try:
             delay = scheduler.tick(me)
         except Exception:  # a bug of ours: say so, and keep the jobs going
-            scheduler.log.critical("the ticker's scheduler failed; it goes on in %ss",
-                            scheduler.retry, exc_info=True)
+            scheduler.log.critical(
+                "the ticker's scheduler failed; it goes on in %ss", scheduler.retry, exc_info=True
+            )
             delay = scheduler.retry
         del scheduler
         wakeup.wait(None if delay is None else min(delay, threading.TIMEOUT_MAX))
 
 
 # -- the lease and the deployment state --
+
 
 class _Lease:
     """Who of several processes runs the jobs, and what they all remember.
@@ -1104,8 +1254,9 @@ class _Lease:
     def load(self) -> dict | None:
         return None
 
-    def save(self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None,
-             folded: float) -> bool | None:
+    def save(
+        self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None, folded: float
+    ) -> bool | None:
         """Record the runner (None: it stopped cleanly) and, unless None,
         every job's row.  False: this process had lost the lease, and saved
         nothing."""
@@ -1129,8 +1280,20 @@ class _Outage(ConnectionError):
 
 # The state's fields, in the order of a row: the header names them, so that
 # a state written by another version is ignored, not misread.
-_FIELDS = ["interval", "origin", "last_due", "last_run", "last_duration", "last_error",
-           "runs", "failures", "skipped", "next_due", "running", "paused"]
+_FIELDS = [
+    "interval",
+    "origin",
+    "last_due",
+    "last_run",
+    "last_duration",
+    "last_error",
+    "runs",
+    "failures",
+    "skipped",
+    "next_due",
+    "running",
+    "paused",
+]
 
 
 def _encode_state(jobs: Iterable[tuple[str, list]], folded: float) -> Iterator[str]:
@@ -1139,8 +1302,9 @@ def _encode_state(jobs: Iterable[tuple[str, list]], folded: float) -> Iterator[s
         yield json.dumps([name, *row]) + "\n"
 
 
-def _decode_state(lines: Iterable[bytes | str], runs: Callable[[float], list[list]],
-                  runner: dict | None) -> dict | None:
+def _decode_state(
+    lines: Iterable[bytes | str], runs: Callable[[float], list[list]], runner: dict | None
+) -> dict | None:
     """The state `_encode_state` wrote, with the runs by hand since; None if
     another version wrote it.  Raises ValueError if it is damaged."""
     lines = iter(lines)
@@ -1153,8 +1317,9 @@ def _decode_state(lines: Iterable[bytes | str], runs: Callable[[float], list[lis
         jobs[name] = row
     folded = head.get("folded", 0.0)
     for name, started, duration, error in runs(folded):
-        row = jobs.setdefault(name, [None, None, None, None, None, None, 0, 0, 0,
-                                     None, False, False])
+        row = jobs.setdefault(
+            name, [None, None, None, None, None, None, 0, 0, 0, None, False, False]
+        )
         row[2:9] = _with_run(row[2:9], started, duration, error)
     return {"runner": runner, "jobs": jobs, "folded": folded}
 
@@ -1190,8 +1355,9 @@ class _UserLock(_Lease):
 
     def take(self, block: bool) -> bool:
         requests, answers = queue.SimpleQueue(), queue.SimpleQueue()
-        threading.Thread(target=self._hold, args=(requests, answers),
-                         name="flask-ticker-lock", daemon=True).start()
+        threading.Thread(
+            target=self._hold, args=(requests, answers), name="flask-ticker-lock", daemon=True
+        ).start()
         if _answer(answers):
             self._holder = requests, answers
             return True
@@ -1233,8 +1399,9 @@ class _LockFile(_Lease):
         self._held: Any = None  # the open lock file, while held
 
     def _open(self, path: str, flags: int = 0) -> int:
-        flags |= os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | \
-            getattr(os, "O_CLOEXEC", 0)
+        flags |= (
+            os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        )
         try:
             return os.open(path, flags, 0o600)
         except FileNotFoundError:
@@ -1246,7 +1413,7 @@ class _LockFile(_Lease):
         os.close(self._open(self.path))
 
     def take(self, block: bool) -> bool:
-        file = open(self._open(self.path), "r+b", buffering=0)
+        file = open(self._open(self.path), "r+b", buffering=0)  # noqa: SIM115 (held while locked)
         try:
             fcntl.flock(file, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
         except BaseException:
@@ -1280,8 +1447,10 @@ class _LockFile(_Lease):
         try:
             with open(self.path + ".state", "rb") as file:
                 runner = None
-                with contextlib.suppress(FileNotFoundError), \
-                        open(self.path + ".runner", "rb") as runner_file:
+                with (
+                    contextlib.suppress(FileNotFoundError),
+                    open(self.path + ".runner", "rb") as runner_file,
+                ):
                     runner = json.load(runner_file)
                 return _decode_state(file, self.runs, runner)
         except FileNotFoundError:
@@ -1290,8 +1459,9 @@ class _LockFile(_Lease):
             self.log.warning("ignoring %s.state, which is damaged", self.path)
             return None
 
-    def save(self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None,
-             folded: float) -> None:
+    def save(
+        self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None, folded: float
+    ) -> None:
         if jobs is not None:
             self._replace(".state", _encode_state(jobs, folded))
             if folded and os.path.exists(self.path + ".runs"):
@@ -1384,7 +1554,8 @@ class _RedisLease(_Lease):
         self._errors = (redis.RedisError, OSError)
         self._take, self._renew, self._release, self._save = (
             client.register_script(script)
-            for script in (self._TAKE, self._RENEW, self._RELEASE, self._SAVE))
+            for script in (self._TAKE, self._RENEW, self._RELEASE, self._SAVE)
+        )
         self._token = os.urandom(16).hex()
         self._down = False  # whether the last call failed: outages are logged once
 
@@ -1395,10 +1566,12 @@ class _RedisLease(_Lease):
             why = f"{type(exc).__name__}: {exc}"
             if not self._down:
                 self._down = True
-                self.log.warning("Redis at %s (TICKER_LOCK) cannot be used (%s); no job"
-                                 " starts until it can", self.where, why)
-            raise _Outage(f"Redis at {self.where} (TICKER_LOCK) cannot be used: {why}") \
-                from exc
+                self.log.warning(
+                    "Redis at %s (TICKER_LOCK) cannot be used (%s); no job starts until it can",
+                    self.where,
+                    why,
+                )
+            raise _Outage(f"Redis at {self.where} (TICKER_LOCK) cannot be used: {why}") from exc
         if self._down:
             self._down = False
             self.log.info("Redis at %s (TICKER_LOCK) can be used again", self.where)
@@ -1431,18 +1604,30 @@ class _RedisLease(_Lease):
         # runner has saved a state.
         lines = [next(_encode_state((), 0.0))] if state is None else state.splitlines()
         try:
-            return _decode_state(lines, functools.partial(_runs_since, runs),
-                                 runner and json.loads(runner))
+            return _decode_state(
+                lines, functools.partial(_runs_since, runs), runner and json.loads(runner)
+            )
         except ValueError:
             self.log.warning("ignoring %s in Redis, which is damaged", self._keys[1])
             return None
 
-    def save(self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None,
-             folded: float) -> None:
+    def save(
+        self, runner: dict | None, jobs: Iterable[tuple[str, list]] | None, folded: float
+    ) -> None:
         state = "" if jobs is None else "".join(_encode_state(jobs, folded))
-        return self._do(self._save, keys=self._keys, args=[
-            self._token, state, "" if runner is None else json.dumps(runner),
-            repr(float(folded))]) == 1
+        return (
+            self._do(
+                self._save,
+                keys=self._keys,
+                args=[
+                    self._token,
+                    state,
+                    "" if runner is None else json.dumps(runner),
+                    repr(float(folded)),
+                ],
+            )
+            == 1
+        )
 
     def record(self, name: str, run: list) -> None:
         self._do(self.client.rpush, self._keys[3], json.dumps([name, *run]))
@@ -1455,11 +1640,13 @@ def _redis_client(url: str, ttl: float) -> Any:
     try:
         import redis
     except ImportError:
-        raise ImportError("TICKER_LOCK is a Redis URL, which needs redis-py:"
-                          " pip install 'flask-ticker[redis]'") from None
+        raise ImportError(
+            "TICKER_LOCK is a Redis URL, which needs redis-py: pip install 'flask-ticker[redis]'"
+        ) from None
     # The first connection's getaddrinfo() would import this (4 ms) on the
     # way to the first run; here it is a sliver of importing redis-py.
     import encodings.idna  # noqa: F401
+
     # A call that hangs would hold up renewals and stop(); redis-py's
     # default waits forever.
     timeout = min(5.0, ttl / 3)
@@ -1476,28 +1663,35 @@ def _redis_client(url: str, ttl: float) -> Any:
         accepted = inspect.signature(redis.Redis.__init__).parameters
         labels = ["driver_info"] if "driver_info" in accepted else ["lib_name", "lib_version"]
         options.update((name, None) for name in labels if name in accepted)
-        return redis.Redis.from_url(parts.scheme + url[len(parts.scheme):], **options)
+        return redis.Redis.from_url(parts.scheme + url[len(parts.scheme) :], **options)
     except (ValueError, TypeError) as exc:
         # urllib's reasons may quote a piece of an oddly written password.
         why = f": {exc}" if _redact(url) == url else ""
-        raise ValueError(f"TICKER_LOCK must be a Redis URL such as"
-                         f" redis://[:password@]host:port/db, got {_redact(url)!r}{why}"
-                         ) from None
+        raise ValueError(
+            f"TICKER_LOCK must be a Redis URL such as"
+            f" redis://[:password@]host:port/db, got {_redact(url)!r}{why}"
+        ) from None
 
 
 def _redis_where(client: Any, log: logging.Logger) -> str:
     """Where a redis-py client of the user's connects, for log lines; and a
     warning if a call through it may hang."""
     if inspect.iscoroutinefunction(getattr(client, "execute_command", None)):
-        raise TypeError("TICKER_LOCK must be a redis.Redis client, got an asyncio one"
-                        f" ({type(client).__module__}.{type(client).__qualname__}): the"
-                        " ticker's thread makes blocking calls")
+        raise TypeError(
+            "TICKER_LOCK must be a redis.Redis client, got an asyncio one"
+            f" ({type(client).__module__}.{type(client).__qualname__}): the"
+            " ticker's thread makes blocking calls"
+        )
     options = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
     if options.get("socket_timeout") is None:
-        log.warning("the Redis client in TICKER_LOCK has no socket_timeout: a network that"
-                    " drops packets would hold up the lease's renewals and stop(); pass"
-                    " socket_timeout=5 or so, or a URL")
-    return options.get("path") or f"{options.get('host')}:{options.get('port')}/{options.get('db')}"
+        log.warning(
+            "the Redis client in TICKER_LOCK has no socket_timeout: a network that"
+            " drops packets would hold up the lease's renewals and stop(); pass"
+            " socket_timeout=5 or so, or a URL"
+        )
+    return (
+        options.get("path") or f"{options.get('host')}:{options.get('port')}/{options.get('db')}"
+    )
 
 
 def _redact(url: str) -> str:
@@ -1507,35 +1701,46 @@ def _redact(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    user_info, at, rest = rest.rpartition("@")
+    _user_info, at, rest = rest.rpartition("@")
     head, mark, query = rest.partition("?")
 
     def hidden(pair: str) -> str:
         name, eq, value = pair.partition("=")
         secret = re.search("pass|secret|key|token|cred", urllib.parse.unquote(name), re.I)
         return f"{name}{eq}***" if secret and value else pair
+
     query = "&".join(map(hidden, query.split("&"))) if mark else ""
     return f"{scheme}://{'***@' if at else ''}{head}{mark}{query}"
 
 
 def _describe(job: dict, now: float, tz: tzinfo | None = None) -> str:
     """One line of ``flask ticker list``; an at= job's times in its zone ``tz``."""
+
     def ago(iso: str) -> str:
         return _seconds(round(max(0.0, now - datetime.fromisoformat(iso).timestamp())))
 
     last = "never run"
     if job["last_run"]:
-        outcome = f"failed {ago(job['last_run'])} ago: {job['last_error']}" \
-            if job["last_error"] else \
-            f"ok {ago(job['last_run'])} ago, {_duration(job['last_duration'])}"
+        outcome = (
+            f"failed {ago(job['last_run'])} ago: {job['last_error']}"
+            if job["last_error"]
+            else f"ok {ago(job['last_run'])} ago, {_duration(job['last_duration'])}"
+        )
         last = "running now" if job["running"] else outcome
-    when = "paused" if job["paused"] else "not scheduled" if not job["next_run"] else \
-        f"next {_when(datetime.fromisoformat(job['next_run']).timestamp(), tz)}"
+    when = (
+        "paused"
+        if job["paused"]
+        else "not scheduled"
+        if not job["next_run"]
+        else f"next {_when(datetime.fromisoformat(job['next_run']).timestamp(), tz)}"
+    )
     every = _seconds(job["interval"])
     if job["at"]:
         every += f" at {job['at']} {job['tz']}"
-    return (f"{job['name']}  every {every}  {when}  {last}"
-            f"  runs={job['runs']} failures={job['failures']}")
+    return (
+        f"{job['name']}  every {every}  {when}  {last}"
+        f"  runs={job['runs']} failures={job['failures']}"
+    )
 
 
 def _with_run(history: list, started: float, duration: float, error: str | None) -> list:
@@ -1545,16 +1750,27 @@ def _with_run(history: list, started: float, duration: float, error: str | None)
         last_run, last_duration = started, duration
         last_due = max(last_due or started, started)
         last_error = error
-    return [last_due, last_run, last_duration, last_error, runs + 1,
-            failures + (error is not None), skipped]
+    return [
+        last_due,
+        last_run,
+        last_duration,
+        last_error,
+        runs + 1,
+        failures + (error is not None),
+        skipped,
+    ]
 
 
 def _runner() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(),
-            "since": datetime.now(timezone.utc).isoformat()}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": datetime.now(timezone.utc).isoformat(),
+    }
 
 
 # -- the Flask extension, and where it runs --
+
 
 class Ticker:
     """Schedules `Job` s on one daemon thread for one Flask app, and runs
@@ -1565,13 +1781,17 @@ class Ticker:
     seconds; tests pass fake ones.
     """
 
-    def __init__(self, app: Flask | None = None, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._scheduler = _Scheduler(clock, wall_clock)
         self._app: Flask | None = None  # the one it serves, and runs jobs for
         self._shutdown_timeout: float | None = 10.0
-        self._served = False   # this process has handled a request
+        self._served = False  # this process has handled a request
         self._start_on_request = False  # nothing said where it serves: see _autostart
         self._forking = False  # it handed its jobs to the children it forks
         self._max_workers = _DEFAULT_WORKERS
@@ -1587,8 +1807,9 @@ class Ticker:
         self._scheduler.submit = self._job_pool.submit
         # A ticker dropped without stop() (a test that made many apps) must
         # not leave its threads behind.  Not at exit: atexit stops it then.
-        weakref.finalize(self, _abandon, self._scheduler.wakeup, self._job_pool,
-                         self._task_pool).atexit = False
+        weakref.finalize(
+            self, _abandon, self._scheduler.wakeup, self._job_pool, self._task_pool
+        ).atexit = False
 
     @property
     def app(self) -> Flask | None:
@@ -1643,25 +1864,31 @@ class Ticker:
         if other is not None:
             raise RuntimeError(
                 "A 'Ticker' instance has already been registered on this Flask app."
-                " Import and use that instance instead.")
+                " Import and use that instance instead."
+            )
         config = app.config
         enabled = config.setdefault("TICKER_ENABLED", None)
         workers = config.setdefault("TICKER_MAX_WORKERS", _DEFAULT_WORKERS)
         timeout = config.setdefault("TICKER_SHUTDOWN_TIMEOUT", 10.0)
-        lock = config.setdefault("TICKER_LOCK", os.path.join(
-            app.instance_path, f"flask_ticker-{_safe_name(app.name)}.lock"))
+        lock = config.setdefault(
+            "TICKER_LOCK",
+            os.path.join(app.instance_path, f"flask_ticker-{_safe_name(app.name)}.lock"),
+        )
         retry = config.setdefault("TICKER_LOCK_RETRY", 5.0)
         ttl = config.setdefault("TICKER_LOCK_TTL", 30.0)
         key = config.setdefault("TICKER_LOCK_KEY", f"flask_ticker:{app.name}")
         zone = config.setdefault("TICKER_TIMEZONE", None)
         if enabled not in (None, True, False):
-            raise ValueError(f"TICKER_ENABLED must be True, False or None (unset),"
-                             f" got {enabled!r}")
+            raise ValueError(
+                f"TICKER_ENABLED must be True, False or None (unset), got {enabled!r}"
+            )
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"TICKER_MAX_WORKERS must be an int >= 1, got {workers!r}")
-        if not (timeout is None or _is_number(timeout) and 0 <= timeout < math.inf):
-            raise ValueError(f"TICKER_SHUTDOWN_TIMEOUT must be finite seconds >= 0, or None"
-                             f" for no limit, got {timeout!r}")
+        if not (timeout is None or (_is_number(timeout) and 0 <= timeout < math.inf)):
+            raise ValueError(
+                f"TICKER_SHUTDOWN_TIMEOUT must be finite seconds >= 0, or None"
+                f" for no limit, got {timeout!r}"
+            )
         if not (_is_number(retry) and 0 < retry < math.inf):
             raise ValueError(f"TICKER_LOCK_RETRY must be finite seconds > 0, got {retry!r}")
         if not (_is_number(ttl) and 0.01 <= ttl < math.inf):
@@ -1680,8 +1907,9 @@ class Ticker:
         scheduler.lease, scheduler.retry, scheduler.zone = lease, retry, zone
         scheduler.generation += 1
         scheduler.call = functools.partial(_call_in_context, app)
-        scheduler.log = lease.log = self._job_pool.log = self._task_pool.log = \
-            app.logger.getChild("flask_ticker")
+        scheduler.log = lease.log = self._job_pool.log = self._task_pool.log = app.logger.getChild(
+            "flask_ticker"
+        )
         if zone is None and any(job.at is not None for job in scheduler.jobs.values()):
             self._find_zone()
         scheduler.notify = self._send
@@ -1696,10 +1924,18 @@ class Ticker:
 
     # -- registering jobs --
 
-    def every(self, interval: float | timedelta, func: Callable[..., Any] | None = None, *,
-              name: str | None = None, run_now: bool | None = None, at: str | None = None,
-              tz: str | tzinfo | None = None,
-              args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Any:
+    def every(
+        self,
+        interval: float | timedelta,
+        func: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        run_now: bool | None = None,
+        at: str | None = None,
+        tz: str | tzinfo | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
         """Run ``func`` every ``interval`` seconds (a number or a timedelta).
 
         With ``run_now`` (the default without ``at``) the first run is due
@@ -1719,26 +1955,39 @@ class Ticker:
         seconds = _check_interval(interval, label)
         when = None if at is None and tz is None else _parse_at(at, seconds, tz)
         if func is None:
+
             def register(f: F) -> F:
-                self.every(seconds, f, name=name, run_now=run_now, at=at, tz=tz, args=args,
-                           kwargs=kwargs)
+                self.every(
+                    seconds, f, name=name, run_now=run_now, at=at, tz=tz, args=args, kwargs=kwargs
+                )
                 return f
+
             return register
         _check_callable(func, f"every(): func for job {label!r}")
         name = _name(func) if name is None else name
         if not isinstance(name, str) or not name:
             raise TypeError(f"every(): name must be a non-empty str, got {name!r}")
         if not isinstance(args, tuple) and (  # the usual case, without an ABC check
-                isinstance(args, (str, bytes)) or not isinstance(args, Sequence)):
+            isinstance(args, (str, bytes)) or not isinstance(args, Sequence)
+        ):
             raise TypeError(f"every(): args for job {name!r} must be a tuple, got {args!r}")
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"every(): kwargs for job {name!r} must be a dict, got {kwargs!r}")
         run_now = at is None if run_now is None else bool(run_now)
         if when is not None and when.tz is None:
             self._find_zone()
-        return self._scheduler.add(Job(self._scheduler, func, seconds, name, run_now,
-                                       tuple(args), dict(kwargs) if kwargs else _NO_KWARGS,
-                                       when))
+        return self._scheduler.add(
+            Job(
+                self._scheduler,
+                func,
+                seconds,
+                name,
+                run_now,
+                tuple(args),
+                dict(kwargs) if kwargs else _NO_KWARGS,
+                when,
+            )
+        )
 
     def _find_zone(self) -> None:
         # The server's zone, looked up once an at= job needs it (most apps
@@ -1780,24 +2029,55 @@ class Ticker:
                     # as the runner shows itself; "alive" is for _crash_window
                     runner = {key: state["runner"][key] for key in ("pid", "host", "since")}
             except Exception as exc:  # a status page must not fail with the lease
-                error = str(exc) if isinstance(exc, _Outage) else \
-                    f"TICKER_LOCK ({lease.where}) cannot be used: {type(exc).__name__}: {exc}"
+                error = (
+                    str(exc)
+                    if isinstance(exc, _Outage)
+                    else f"TICKER_LOCK ({lease.where}) cannot be used: {type(exc).__name__}: {exc}"
+                )
         saved = state["jobs"] if state else {}
         offset, jobs = scheduler.wall() - scheduler.clock(), []
         for job in self.jobs:
             row = saved.get(job.name) or scheduler.row(job, offset)
-            interval, _, _, last_run, duration, last_error, runs, failures, skipped, \
-                next_due, running, paused = row
+            (
+                interval,
+                _,
+                _,
+                last_run,
+                duration,
+                last_error,
+                runs,
+                failures,
+                skipped,
+                next_due,
+                running,
+                paused,
+            ) = row
             running = running and (runner is not None or job.running)  # not a crashed one's
-            jobs.append({"name": job.name, "interval": interval or job.interval,
-                         "at": job.at, "tz": job.tz and _zone_name(job.tz),
-                         "paused": paused, "next_run": _iso(next_due),
-                         "last_run": _iso(last_run), "last_duration": duration,
-                         "last_error": last_error, "runs": runs, "failures": failures,
-                         "skipped": skipped, "running": running})
-        return {"running": self.running, "is_runner": scheduler.holding, "runner": runner,
-                "scope": "deployment" if lease.shared else "process", "jobs": jobs,
-                "error": error}
+            jobs.append(
+                {
+                    "name": job.name,
+                    "interval": interval or job.interval,
+                    "at": job.at,
+                    "tz": job.tz and _zone_name(job.tz),
+                    "paused": paused,
+                    "next_run": _iso(next_due),
+                    "last_run": _iso(last_run),
+                    "last_duration": duration,
+                    "last_error": last_error,
+                    "runs": runs,
+                    "failures": failures,
+                    "skipped": skipped,
+                    "running": running,
+                }
+            )
+        return {
+            "running": self.running,
+            "is_runner": scheduler.holding,
+            "runner": runner,
+            "scope": "deployment" if lease.shared else "process",
+            "jobs": jobs,
+            "error": error,
+        }
 
     def run_pending(self) -> float | None:
         """Make one scheduler pass now, in this thread: take the lease if
@@ -1809,8 +2089,10 @@ class Ticker:
         """
         self._check_pid()
         if self.app is None:
-            raise RuntimeError("Ticker.run_pending() needs an app: pass it to Ticker(app)"
-                               " or call ticker.init_app(app) first")
+            raise RuntimeError(
+                "Ticker.run_pending() needs an app: pass it to Ticker(app)"
+                " or call ticker.init_app(app) first"
+            )
         return self._scheduler.tick(None)
 
     # -- starting and stopping --
@@ -1829,13 +2111,17 @@ class Ticker:
         if self._scheduler.running:
             return
         if self.app is None:
-            raise RuntimeError("Ticker.start() needs an app: pass it to Ticker(app)"
-                               " or call ticker.init_app(app) first")
+            raise RuntimeError(
+                "Ticker.start() needs an app: pass it to Ticker(app)"
+                " or call ticker.init_app(app) first"
+            )
         self._job_pool.reopen()
         self._task_pool.reopen()
         if _uwsgi_without_threads():
-            self.log.warning("uWSGI runs without --enable-threads, so the ticker"
-                           " cannot run: add --enable-threads to the uwsgi command")
+            self.log.warning(
+                "uWSGI runs without --enable-threads, so the ticker"
+                " cannot run: add --enable-threads to the uwsgi command"
+            )
             return
         self._scheduler.lease.check()
         self._scheduler.start()
@@ -1859,9 +2145,11 @@ class Ticker:
         unfinished = [f"job {n!r}" for n in self._job_pool.shutdown(deadline)]
         unfinished += [f"task {n!r}" for n in self._task_pool.shutdown(deadline)]
         if unfinished:
-            self.log.error("ticker stopped with work unfinished after %s: %s",
-                           "no time limit" if timeout is None else f"{timeout}s",
-                           ", ".join(unfinished))
+            self.log.error(
+                "ticker stopped with work unfinished after %s: %s",
+                "no time limit" if timeout is None else f"{timeout}s",
+                ", ".join(unfinished),
+            )
         return not unfinished
 
     def _command_line(self) -> click.Group:
@@ -1881,10 +2169,12 @@ class Ticker:
             if as_json:
                 return
             runner = shown["runner"]
-            click.echo(f"run by process {runner['pid']} on {runner['host']} since"
-                       f" {_when(datetime.fromisoformat(runner['since']).timestamp(), None)}"
-                       if runner else
-                       "no process runs the jobs now")
+            click.echo(
+                f"run by process {runner['pid']} on {runner['host']} since"
+                f" {_when(datetime.fromisoformat(runner['since']).timestamp(), None)}"
+                if runner
+                else "no process runs the jobs now"
+            )
             for row in shown["jobs"]:
                 click.echo(_describe(row, time.time(), self._scheduler.jobs[row["name"]].tz))
 
@@ -1897,8 +2187,9 @@ class Ticker:
                 known = ", ".join(job.name for job in self.jobs) or "none"
                 raise click.UsageError(f"no job named {name!r}; the jobs are: {known}")
             if next(row for row in self.status()["jobs"] if row["name"] == name)["running"]:
-                click.echo(f"job {name!r} is running in the deployment now: not run again",
-                           err=True)
+                click.echo(
+                    f"job {name!r} is running in the deployment now: not run again", err=True
+                )
                 raise SystemExit(1)
             try:
                 result = self._scheduler.run_by_hand(job)
@@ -1922,8 +2213,7 @@ class Ticker:
         except Exception:
             self.log.exception("a receiver of flask_ticker.%s raised", sent.name)
 
-    def submit_task(self, label: str, run: Callable[[], None],
-                    cancel: Callable[[], Any]) -> None:
+    def submit_task(self, label: str, run: Callable[[], None], cancel: Callable[[], Any]) -> None:
         """Queue a task of `run_in_background` on the task pool."""
         self._check_pid()
         self._task_pool.submit(label, run, cancel)
@@ -1938,13 +2228,13 @@ class Ticker:
         # it stops, so the child that takes the lease goes on with the same
         # grids.  Any other fork (multiprocessing) leaves the jobs where
         # they are.
-        hand_over = self._forking or (
-            self.running and not self._served and _preforking_server())
+        hand_over = self._forking or (self.running and not self._served and _preforking_server())
         if not child:
             if hand_over and not self._forking:
                 self._forking = True
-                threading.Thread(target=self.stop, args=(None,), daemon=True,
-                                 name="flask-ticker-handover").start()
+                threading.Thread(
+                    target=self.stop, args=(None,), daemon=True, name="flask-ticker-handover"
+                ).start()
             return
         self._forget_parent()
         if hand_over:
@@ -1993,7 +2283,8 @@ class Ticker:
                     self.stop(0)
                     self.log.warning(
                         "jobs ran in the reloader's watcher process before app.run()"
-                        " turned the reloader on; leave TICKER_ENABLED unset there")
+                        " turned the reloader on; leave TICKER_ENABLED unset there"
+                    )
             return run(*args, **kwargs)
 
         app.run = run_and_start  # type: ignore[method-assign]
@@ -2014,12 +2305,16 @@ class Ticker:
             self.log.error(
                 "no job runs in process %d: the lock file %s cannot be used (%s: %s)."
                 " Make its folder writable by this process, or set TICKER_LOCK to a path"
-                " it can write", os.getpid(),
+                " it can write",
+                os.getpid(),
                 exc.filename or _redact(str(self.app.config["TICKER_LOCK"])),
-                type(exc).__name__, exc.strerror or exc)
+                type(exc).__name__,
+                exc.strerror or exc,
+            )
         except Exception:
-            self.log.exception("no job runs in process %d: the ticker failed to start",
-                               os.getpid())
+            self.log.exception(
+                "no job runs in process %d: the ticker failed to start", os.getpid()
+            )
 
 
 def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
@@ -2036,13 +2331,15 @@ def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) ->
     if ticker is None:
         raise RuntimeError(
             "run_in_background() needs an app context of an app with a Ticker:"
-            " call it in a view or a job, or inside 'with app.app_context():'")
+            " call it in a view or a job, or inside 'with app.app_context():'"
+        )
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     name = _name(func)
 
     # Imported here: it costs more than this whole module, and jobs and
     # processes that run no task (a CLI command) never need it.
     from concurrent.futures import Future
+
     future: Future = Future()
 
     def task() -> None:
@@ -2061,8 +2358,9 @@ def run_in_background(func: Callable[..., Any], /, *args: Any, **kwargs: Any) ->
     return future
 
 
-def _call_in_context(app: Flask, func: Callable[..., Any], args: tuple,
-                     kwargs: Mapping[str, Any]) -> Any:
+def _call_in_context(
+    app: Flask, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]
+) -> Any:
     # ensure_sync runs a coroutine function to its end, as Flask runs an
     # async view, so that no coroutine is ever left un-awaited.
     with app.app_context():
@@ -2071,8 +2369,10 @@ def _call_in_context(app: Flask, func: Callable[..., Any], args: tuple,
             if importlib.util.find_spec("asgiref") is None:
                 if inspect.iscoroutine(result):
                     result.close()  # failed below, so never "never awaited"
-                raise RuntimeError(f"{_name(func)!r} returned an awaitable, which needs"
-                                   " Flask's async extra to await: pip install 'flask[async]'")
+                raise RuntimeError(
+                    f"{_name(func)!r} returned an awaitable, which needs"
+                    " Flask's async extra to await: pip install 'flask[async]'"
+                )
             result = app.ensure_sync(_awaited)(result)
         return result
 
@@ -2085,8 +2385,10 @@ def _check_callable(func: Any, what: str) -> None:
     if not callable(func):
         raise TypeError(f"{what} must be callable, got {func!r}")
     if inspect.iscoroutinefunction(func) and importlib.util.find_spec("asgiref") is None:
-        raise RuntimeError(f"{what} {_name(func)!r} is a coroutine function, which needs"
-                           " Flask's async extra: pip install 'flask[async]'")
+        raise RuntimeError(
+            f"{what} {_name(func)!r} is a coroutine function, which needs"
+            " Flask's async extra: pip install 'flask[async]'"
+        )
 
 
 # Tickers to stop at interpreter exit; weak, so that apps a test suite
@@ -2104,8 +2406,11 @@ def _drain_on_sigterm() -> None:
     # Under flask run, app.run() and waitress nothing handles SIGTERM, so it
     # would kill a job mid-run.  Take it only where nobody else has: never
     # a handler of the app's or the server's (gunicorn's drains already).
-    if threading.current_thread() is threading.main_thread() and "uwsgi" not in sys.modules \
-            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    if (
+        threading.current_thread() is threading.main_thread()
+        and "uwsgi" not in sys.modules
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
@@ -2120,12 +2425,13 @@ def _after_fork(child: bool) -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_parent=lambda: _after_fork(False),
-                        after_in_child=lambda: _after_fork(True))
+    os.register_at_fork(
+        after_in_parent=lambda: _after_fork(False), after_in_child=lambda: _after_fork(True)
+    )
 
 
 def _where_served() -> str:
-    """"serving" in a process that serves requests with a server we know,
+    """ "serving" in a process that serves requests with a server we know,
     "watcher" in a reloader's watcher, "cli" in another flask command, and
     "unknown" anywhere else: a script, a test suite, another server."""
     if os.environ.get("WERKZEUG_RUN_MAIN") == "true":
@@ -2154,24 +2460,32 @@ def _lease(lock: Any, key: str, ttl: float, log: logging.Logger) -> _Lease:
         return _NoLock()
     if isinstance(lock, str) and "://" in lock:  # never a path: a typo must not become one
         if lock.partition("://")[0].lower() not in ("redis", "rediss", "unix"):
-            raise ValueError("TICKER_LOCK must be a path or a redis://, rediss:// or unix://"
-                             f" URL, got {_redact(lock)!r}")
+            raise ValueError(
+                "TICKER_LOCK must be a path or a redis://, rediss:// or unix://"
+                f" URL, got {_redact(lock)!r}"
+            )
         return _RedisLease(_redis_client(lock, ttl), key, ttl, _redact(lock))
     if isinstance(lock, (str, os.PathLike)):
         if not os.fspath(lock):
-            raise ValueError("TICKER_LOCK must be a path, a Redis URL, False, or a lock"
-                             " object, got ''")
+            raise ValueError(
+                "TICKER_LOCK must be a path, a Redis URL, False, or a lock object, got ''"
+            )
         if fcntl is None:
-            logger.warning("no flock() on this platform: TICKER_LOCK %r is ignored,"
-                           " and every process that serves the app runs the jobs", lock)
+            logger.warning(
+                "no flock() on this platform: TICKER_LOCK %r is ignored,"
+                " and every process that serves the app runs the jobs",
+                lock,
+            )
             return _NoLock()
         return _LockFile(os.fspath(lock))
     if callable(getattr(lock, "register_script", None)):  # a redis-py client
         return _RedisLease(lock, key, ttl, _redis_where(lock, log))
     if callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None)):
         return _UserLock(lock)
-    raise TypeError("TICKER_LOCK must be a path, a Redis URL, False, or an object with"
-                    f" acquire(blocking=False) and release(), got {lock!r}")
+    raise TypeError(
+        "TICKER_LOCK must be a path, a Redis URL, False, or an object with"
+        f" acquire(blocking=False) and release(), got {lock!r}"
+    )
 
 
 def _preforking_server() -> bool:
@@ -2184,6 +2498,7 @@ def _uwsgi_without_threads() -> bool:
 
 
 # -- the thread pool, and helpers --
+
 
 class _Pool:
     """A bounded pool of daemon threads, started only when there is work.
@@ -2216,8 +2531,9 @@ class _Pool:
                 raise RuntimeError(f"cannot start {label!r}: the ticker has been stopped")
             self._queue.put((label, run, cancel))
             if not self._idle.acquire(blocking=False) and len(self._threads) < self.max_workers:
-                thread = threading.Thread(target=self._work, daemon=True,
-                                          name=f"{self.name}-{next(self._count)}")
+                thread = threading.Thread(
+                    target=self._work, daemon=True, name=f"{self.name}-{next(self._count)}"
+                )
                 self._threads.add(thread)
                 thread.start()
 
@@ -2274,10 +2590,16 @@ class _Pool:
         with self._lock:
             threads = [t for t in self._threads if t is not threading.current_thread()]
         for thread in threads:  # within the platform's timers, however long the timeout
-            thread.join(None if deadline is None else
-                        min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX))
-        unfinished = [label for thread, label in list(self._active.items())
-                      if thread is not threading.current_thread()]
+            thread.join(
+                None
+                if deadline is None
+                else min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX)
+            )
+        unfinished = [
+            label
+            for thread, label in list(self._active.items())
+            if thread is not threading.current_thread()
+        ]
         exits = 0
         while True:
             try:
@@ -2329,8 +2651,9 @@ def _check_interval(interval: object, name: str | None) -> float:
     elif _is_number(interval):
         seconds = float(interval)
     else:
-        raise TypeError(f"{_interval_of(name)} must be seconds (int or float) or a"
-                        f" timedelta, got {interval!r}")
+        raise TypeError(
+            f"{_interval_of(name)} must be seconds (int or float) or a timedelta, got {interval!r}"
+        )
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"{_interval_of(name)} must be positive and finite, got {interval!r}")
     if seconds > _MAX_INTERVAL:
@@ -2392,25 +2715,48 @@ def _parse_at(at: Any, interval: float, tz: Any) -> _At:
     except (KeyError, TypeError):  # TypeError: not hashable, so not valid either
         pass
     if at is None:
-        raise ValueError(f"every(): tz= needs at=, got tz={tz!r} without it; an interval"
-                         " job follows the monotonic clock, in no zone")
-    found = re.fullmatch(r"(?:([a-z]+) +)?(\d\d?)?:(\d\d)(?::(\d\d))?",
-                         at.strip().lower()) if isinstance(at, str) else None
+        raise ValueError(
+            f"every(): tz= needs at=, got tz={tz!r} without it; an interval"
+            " job follows the monotonic clock, in no zone"
+        )
+    found = (
+        re.fullmatch(r"(?:([a-z]+) +)?(\d\d?)?:(\d\d)(?::(\d\d))?", at.strip().lower())
+        if isinstance(at, str)
+        else None
+    )
     day, hour, minute, second = found.groups() if found else (None, None, "0", None)
-    weekday = None if not day or len(day) < 3 else next(
-        (i for i, name in enumerate(_WEEKDAYS) if name.startswith(day)), None)
+    weekday = (
+        None
+        if not day or len(day) < 3
+        else next((i for i, name in enumerate(_WEEKDAYS) if name.startswith(day)), None)
+    )
     h, m, sec = int(hour or 0), int(minute), int(second or 0)
-    if not found or (day and weekday is None) or (day and hour is None) \
-            or h > 23 or m > 59 or sec > 59:
-        raise ValueError("every(): at must be 'HH:MM[:SS]' (each day), ':MM[:SS]' (each"
-                         f" hour) or 'mon HH:MM' (each week), got {at!r}")
+    if (
+        not found
+        or (day and weekday is None)
+        or (day and hour is None)
+        or h > 23
+        or m > 59
+        or sec > 59
+    ):
+        raise ValueError(
+            "every(): at must be 'HH:MM[:SS]' (each day), ':MM[:SS]' (each"
+            f" hour) or 'mon HH:MM' (each week), got {at!r}"
+        )
     period = 604800.0 if day else 86400.0 if hour is not None else 3600.0
     if interval != period:
-        raise ValueError(f"every(): at={at!r} needs interval={period:g} ({_PERIODS[period]}),"
-                         f" got interval={interval:g}; at= takes an interval of one day,"
-                         " one hour or one week")
-    parsed = _parsed[at, interval, tz] = _At(at, period, weekday, h * 3600 + m * 60 + sec,
-                                             None if tz is None else _zone(tz, "every(): tz"))
+        raise ValueError(
+            f"every(): at={at!r} needs interval={period:g} ({_PERIODS[period]}),"
+            f" got interval={interval:g}; at= takes an interval of one day,"
+            " one hour or one week"
+        )
+    parsed = _parsed[at, interval, tz] = _At(
+        at,
+        period,
+        weekday,
+        h * 3600 + m * 60 + sec,
+        None if tz is None else _zone(tz, "every(): tz"),
+    )
     return parsed
 
 
@@ -2422,25 +2768,32 @@ def _zone(tz: Any, what: str) -> tzinfo:
     if hasattr(tz, "localize"):
         # pytz: attached with replace(), as here, its zones take the offset
         # of their first entry (Berlin's is +00:53).
-        raise TypeError(f"{what} must be a zoneinfo key or a zoneinfo.ZoneInfo, got {tz!r}, a"
-                        f" pytz zone; pass its name, {getattr(tz, 'zone', 'its key')!r}")
+        raise TypeError(
+            f"{what} must be a zoneinfo key or a zoneinfo.ZoneInfo, got {tz!r}, a"
+            f" pytz zone; pass its name, {getattr(tz, 'zone', 'its key')!r}"
+        )
     if isinstance(tz, tzinfo):
         return tz
     if not isinstance(tz, str):
-        raise TypeError(f"{what} must be a zoneinfo key such as 'Europe/Berlin' or a tzinfo,"
-                        f" got {tz!r}")
+        raise TypeError(
+            f"{what} must be a zoneinfo key such as 'Europe/Berlin' or a tzinfo, got {tz!r}"
+        )
     import zoneinfo  # only where at= is used
+
     try:
         return zoneinfo.ZoneInfo(tz)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{what} must be a zoneinfo key such as 'Europe/Berlin', got {tz!r},"
-                         " which is no zone here (where the OS has no time zone database,"
-                         " pip install tzdata)") from None
+        raise ValueError(
+            f"{what} must be a zoneinfo key such as 'Europe/Berlin', got {tz!r},"
+            " which is no zone here (where the OS has no time zone database,"
+            " pip install tzdata)"
+        ) from None
 
 
 def _local_zone(log: logging.Logger) -> tzinfo:
     """The server's zone, as cron finds it: TZ, else /etc/localtime."""
     import zoneinfo
+
     key = os.environ.get("TZ", "").lstrip(":")
     with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         if key.startswith("/"):
@@ -2449,16 +2802,21 @@ def _local_zone(log: logging.Logger) -> tzinfo:
         if key:
             return zoneinfo.ZoneInfo(key)
     if key:
-        log.warning("TZ=%r names no zone that zoneinfo knows (a rule such as"
-                    " 'CET-1CEST' is not read): using /etc/localtime; set TICKER_TIMEZONE", key)
+        log.warning(
+            "TZ=%r names no zone that zoneinfo knows (a rule such as"
+            " 'CET-1CEST' is not read): using /etc/localtime; set TICKER_TIMEZONE",
+            key,
+        )
     with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError):
         path = os.path.realpath("/etc/localtime")
         if "/zoneinfo/" in path:
             return zoneinfo.ZoneInfo(path.split("/zoneinfo/", 1)[1])
     with contextlib.suppress(OSError, ValueError), open("/etc/localtime", "rb") as file:
         return zoneinfo.ZoneInfo.from_file(file, key="localtime")
-    log.warning("no local time zone found (TZ, /etc/localtime): at= times are in UTC;"
-                " set TICKER_TIMEZONE to say which zone they are in")
+    log.warning(
+        "no local time zone found (TZ, /etc/localtime): at= times are in UTC;"
+        " set TICKER_TIMEZONE to say which zone they are in"
+    )
     return timezone.utc
 
 

@@ -6,6 +6,7 @@ and `FakeClock.advance` makes the scheduler's pass itself
 scheduler thread runs unless a test starts one.  Launch-mode tests, in
 tests/, run real servers in subprocesses.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +17,6 @@ import gc
 import json
 import logging
 import math
-import signal
 import os
 import re
 import subprocess
@@ -130,6 +130,7 @@ def started(ticker: Ticker, clock: FakeClock, wait_for_runs: bool = True) -> Non
 
 # -- 1. every(): first run now, registration forms --
 
+
 def test_run_now_job_runs_as_soon_as_the_ticker_starts(ticker, clock):
     rec = Recorder(clock)
     ticker.every(3600, rec)
@@ -200,6 +201,7 @@ def test_args_and_kwargs_are_passed_to_every_run(ticker):
 
 # -- 2. fixed rate on the monotonic clock --
 
+
 def test_runs_stay_on_the_fixed_rate_grid_however_long_they_take(ticker, clock):
     starts = []
 
@@ -222,7 +224,7 @@ def test_a_late_wakeup_does_not_shift_the_grid(ticker, clock):
     started(ticker, clock)
     clock.advance(10.4)  # the loop woke 0.4 s late
     settle(job)
-    clock.advance(9.5)   # 1019.9: not due yet
+    clock.advance(9.5)  # 1019.9: not due yet
     settle(job)
     assert rec.calls == [1000.0, 1010.4]
     clock.advance(0.1)
@@ -247,6 +249,7 @@ def test_a_wall_clock_step_changes_nothing_but_next_run(ticker, clock):
 
 # -- 3. no overlap, no bursts --
 
+
 def test_an_overrunning_job_skips_ticks_and_keeps_its_grid(ticker, clock, caplog):
     release = threading.Event()
     starts = []
@@ -263,10 +266,10 @@ def test_an_overrunning_job_skips_ticks_and_keeps_its_grid(ticker, clock, caplog
     assert job.skipped == 3 and starts == [1000.0] and job.running
     release.set()
     settle(job)
-    clock.advance(5)   # 1035: between ticks, nothing runs
+    clock.advance(5)  # 1035: between ticks, nothing runs
     settle(job)
     assert starts == [1000.0]
-    clock.advance(5)   # 1040: back on the grid
+    clock.advance(5)  # 1040: back on the grid
     settle(job)
     assert starts == [1000.0, 1040.0]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -286,13 +289,13 @@ def test_a_job_that_always_overruns_warns_once_until_it_keeps_up_again(ticker, c
         clock.advance(9)
 
     started(ticker, clock, wait_for_runs=False)
-    slow_tick()          # 1000 overruns into 1010: a warning
-    slow_tick()          # 1020 overruns into 1030: the same streak
+    slow_tick()  # 1000 overruns into 1010: a warning
+    slow_tick()  # 1020 overruns into 1030: the same streak
     assert entered.acquire(timeout=WAIT)
-    permits.release()    # 1040 takes no time: the streak is over
+    permits.release()  # 1040 takes no time: the streak is over
     settle(job)
     clock.advance(10)
-    slow_tick()          # 1050 overruns into 1060: a new streak
+    slow_tick()  # 1050 overruns into 1060: a new streak
     assert job.skipped == 3 and job.runs == 4
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2
@@ -317,6 +320,7 @@ def test_ticks_missed_while_suspended_coalesce_into_one_run(ticker, clock):
 
 
 # -- 4. isolation: app context, threads, failures --
+
 
 def test_each_run_gets_a_fresh_app_context_and_its_teardown(app, ticker, clock):
     teardowns = []
@@ -362,20 +366,28 @@ def test_a_failing_job_is_logged_counted_and_keeps_its_schedule(ticker, clock, c
     assert calls == [1000.0, 1010.0]
     assert job.failures == 2 and job.runs == 2
     assert job.last_error == "ValueError: feed is down"
-    errors = [r for r in caplog.records if r.name.endswith(".flask_ticker") and r.levelno == logging.ERROR]
+    errors = [
+        r
+        for r in caplog.records
+        if r.name.endswith(".flask_ticker") and r.levelno == logging.ERROR
+    ]
     assert len(errors) == 2
     assert "sync-feed" in errors[0].getMessage() and errors[0].exc_info[0] is ValueError
     # the same failure again: one line, not another copy of the traceback
     assert errors[1].exc_info is None
     assert errors[1].getMessage() == (
         "job 'sync-feed' failed again, 2 times in a row, with the error and traceback"
-        " logged before: ValueError: feed is down")
+        " logged before: ValueError: feed is down"
+    )
 
 
 def failures_logged(caplog) -> list[tuple[str, bool]]:
     """(message, with a traceback) of each ERROR record of flask_ticker."""
-    return [(r.getMessage(), r.exc_info is not None) for r in caplog.records
-            if r.name.endswith(".flask_ticker") and r.levelno == logging.ERROR]
+    return [
+        (r.getMessage(), r.exc_info is not None)
+        for r in caplog.records
+        if r.name.endswith(".flask_ticker") and r.levelno == logging.ERROR
+    ]
 
 
 def test_a_new_error_or_a_new_streak_logs_its_traceback_again(ticker, clock, caplog):
@@ -396,10 +408,13 @@ def test_a_new_error_or_a_new_streak_logs_its_traceback_again(ticker, clock, cap
     assert failures_logged(caplog) == [
         ("job 'flaky' failed; it keeps its schedule", True),
         # another message, the same type and path: a repeat, with its message
-        ("job 'flaky' failed again, 2 times in a row, with the error and traceback"
-         " logged before: KeyError: 'b'", False),
-        ("job 'flaky' failed; it keeps its schedule", True),   # another type
-        ("job 'flaky' failed; it keeps its schedule", True),   # after a good run
+        (
+            "job 'flaky' failed again, 2 times in a row, with the error and traceback"
+            " logged before: KeyError: 'b'",
+            False,
+        ),
+        ("job 'flaky' failed; it keeps its schedule", True),  # another type
+        ("job 'flaky' failed; it keeps its schedule", True),  # after a good run
     ]
     assert "job 'flaky' succeeded again after 1 failed run(s) in a row" in caplog.text
 
@@ -432,12 +447,19 @@ def run_script(tmp_path: Path, body: str, timeout: float = 30, **env: str):
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(body))
     return subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(HERE), **env})
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(HERE), **env},
+    )
 
 
 def test_job_failures_are_visible_with_flasks_default_logging(tmp_path):
-    result = run_script(tmp_path, """
+    result = run_script(
+        tmp_path,
+        """
         import threading
         from flask import Flask
         from flask_ticker import Ticker
@@ -454,7 +476,8 @@ def test_job_failures_are_visible_with_flasks_default_logging(tmp_path):
 
         done.wait(10)
         app.logger.info("not shown: Flask logs INFO only in debug")
-    """)
+    """,
+    )
     assert result.returncode == 0, result.stderr
     assert "sync_feed" in result.stderr
     assert "ERROR in flask_ticker" in result.stderr  # Flask's handler: time and level
@@ -463,6 +486,7 @@ def test_job_failures_are_visible_with_flasks_default_logging(tmp_path):
 
 
 # -- 5. threads: one sleeping scheduler, bounded workers --
+
 
 def test_an_idle_ticker_does_not_wake_between_due_times(ticker, clock):
     for i in range(10):
@@ -495,6 +519,7 @@ def test_threads_stay_bounded_however_many_jobs_are_due(app, clock):
 
 
 # -- 6. shutdown --
+
 
 def test_stop_wakes_an_idle_loop_at_once_and_ends_its_thread(app):
     ticker = Ticker(app)
@@ -564,7 +589,9 @@ def test_start_and_stop_are_idempotent_and_a_stopped_ticker_restarts(ticker, clo
 
 
 def test_a_hung_job_does_not_block_interpreter_exit(tmp_path):
-    result = run_script(tmp_path, """
+    result = run_script(
+        tmp_path,
+        """
         import threading
         from flask import Flask
         from flask_ticker import Ticker
@@ -582,7 +609,9 @@ def test_a_hung_job_does_not_block_interpreter_exit(tmp_path):
 
         entered.wait(10)
         print("main done", flush=True)
-    """, timeout=20)
+    """,
+        timeout=20,
+    )
     assert result.returncode == 0, result.stderr
     assert "main done" in result.stdout
     assert "hangs_forever" in result.stderr and "unfinished" in result.stderr
@@ -590,7 +619,9 @@ def test_a_hung_job_does_not_block_interpreter_exit(tmp_path):
 
 def test_accepted_background_tasks_finish_before_exit(tmp_path):
     out = tmp_path / "out.txt"
-    result = run_script(tmp_path, f"""
+    result = run_script(
+        tmp_path,
+        f"""
         import time
         from flask import Flask
         from flask_ticker import Ticker, run_in_background
@@ -607,21 +638,31 @@ def test_accepted_background_tasks_finish_before_exit(tmp_path):
         with app.app_context():
             for i in range(6):
                 run_in_background(write, i)
-    """)
+    """,
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(out.read_text().split()) == [str(i) for i in range(6)]
 
 
 # -- 7. the Job handle --
 
+
 def test_job_attributes_report_the_runs(ticker, clock):
     def work():
         clock.now += 2
 
     job = ticker.every(10, work, name="work")
-    assert (job.runs, job.failures, job.skipped, job.last_run, job.last_duration,
-            job.last_error, job.running, job.paused, job.next_run) == (
-            0, 0, 0, None, None, None, False, False, None)
+    assert (
+        job.runs,
+        job.failures,
+        job.skipped,
+        job.last_run,
+        job.last_duration,
+        job.last_error,
+        job.running,
+        job.paused,
+        job.next_run,
+    ) == (0, 0, 0, None, None, None, False, False, None)
     started(ticker, clock)
     assert job.runs == 1 and job.last_duration == 2.0
     assert job.last_run == datetime.fromtimestamp(EPOCH + 1000, timezone.utc)
@@ -630,9 +671,22 @@ def test_job_attributes_report_the_runs(ticker, clock):
     assert repr(job) == "<Job 'work' every 10s, next in 8s, runs=1 failures=0 skipped=0>"
 
 
-@pytest.mark.parametrize("attr", ["name", "interval", "runs", "failures", "skipped",
-                                  "last_run", "last_duration", "last_error", "running",
-                                  "paused", "next_run"])
+@pytest.mark.parametrize(
+    "attr",
+    [
+        "name",
+        "interval",
+        "runs",
+        "failures",
+        "skipped",
+        "last_run",
+        "last_duration",
+        "last_error",
+        "running",
+        "paused",
+        "next_run",
+    ],
+)
 def test_job_attributes_are_read_only(ticker, attr):
     job = ticker.every(10, lambda: None, name="j")
     with pytest.raises(AttributeError):
@@ -706,6 +760,7 @@ def test_jobs_lists_in_registration_order_and_get_finds_by_name(ticker):
 
 # -- 8. run_in_background --
 
+
 def test_run_in_background_returns_a_future_with_the_result(app, ticker):
     with app.app_context():
         future = run_in_background(lambda a, b=0: a + b, 1, b=2)
@@ -717,8 +772,14 @@ def test_a_task_from_a_view_runs_in_a_fresh_app_context_without_the_request(app,
     seen = Future()
 
     def task():
-        seen.set_result((current_app._get_current_object(), has_request_context(),
-                         g.get("from_view"), threading.current_thread().name))
+        seen.set_result(
+            (
+                current_app._get_current_object(),
+                has_request_context(),
+                g.get("from_view"),
+                threading.current_thread().name,
+            )
+        )
 
     @app.get("/")
     def view():
@@ -809,6 +870,7 @@ def test_stop_finishes_accepted_tasks_and_names_those_it_cannot(app, caplog):
 
 # -- 10. configuration and the app factory --
 
+
 def test_config_defaults_are_set_on_the_app():
     app = Flask("my app", instance_path="/srv/instance")
     app.config["TICKER_ENABLED"] = False
@@ -854,14 +916,29 @@ def test_under_testing_the_ticker_does_not_start_and_job_run_works(caplog):
     assert "TESTING is set" in caplog.text
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("TICKER_ENABLED", "false", r"TICKER_ENABLED must be True, False or None \(unset\), got 'false'"),
-    ("TICKER_MAX_WORKERS", 0, "TICKER_MAX_WORKERS must be an int >= 1, got 0"),
-    ("TICKER_SHUTDOWN_TIMEOUT", "soon", "TICKER_SHUTDOWN_TIMEOUT must be finite .* got 'soon'"),
-    ("TICKER_SHUTDOWN_TIMEOUT", math.inf, "TICKER_SHUTDOWN_TIMEOUT must be finite .* got inf"),
-    ("TICKER_LOCK_RETRY", -1, "TICKER_LOCK_RETRY must be finite seconds > 0, got -1"),
-    ("TICKER_LOCK", "", "TICKER_LOCK must be a path, a Redis URL, False, or a lock object, got ''"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        (
+            "TICKER_ENABLED",
+            "false",
+            r"TICKER_ENABLED must be True, False or None \(unset\), got 'false'",
+        ),
+        ("TICKER_MAX_WORKERS", 0, "TICKER_MAX_WORKERS must be an int >= 1, got 0"),
+        (
+            "TICKER_SHUTDOWN_TIMEOUT",
+            "soon",
+            "TICKER_SHUTDOWN_TIMEOUT must be finite .* got 'soon'",
+        ),
+        ("TICKER_SHUTDOWN_TIMEOUT", math.inf, "TICKER_SHUTDOWN_TIMEOUT must be finite .* got inf"),
+        ("TICKER_LOCK_RETRY", -1, "TICKER_LOCK_RETRY must be finite seconds > 0, got -1"),
+        (
+            "TICKER_LOCK",
+            "",
+            "TICKER_LOCK must be a path, a Redis URL, False, or a lock object, got ''",
+        ),
+    ],
+)
 def test_bad_config_is_rejected_with_the_key_and_value(key, value, message):
     app = make_app("bad", **{key: value})
     with pytest.raises(ValueError, match=message):
@@ -926,11 +1003,21 @@ def test_apps_dropped_without_stop_take_their_threads_with_them():
 
 # -- 11. bad input fails at registration --
 
-@pytest.mark.parametrize("interval, error", [
-    (0, ValueError), (-5, ValueError), (math.nan, ValueError), (math.inf, ValueError),
-    (timedelta(0), ValueError), (timedelta(seconds=-1), ValueError),
-    (True, TypeError), ("60", TypeError), (None, TypeError),
-])
+
+@pytest.mark.parametrize(
+    "interval, error",
+    [
+        (0, ValueError),
+        (-5, ValueError),
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        (timedelta(0), ValueError),
+        (timedelta(seconds=-1), ValueError),
+        (True, TypeError),
+        ("60", TypeError),
+        (None, TypeError),
+    ],
+)
 def test_a_bad_interval_is_rejected_naming_the_job_and_value(ticker, interval, error):
     def refresh():
         pass
@@ -988,12 +1075,21 @@ def test_running_a_job_with_no_app_bound_says_how_to_bind_one():
 
 
 def test_the_module_declares_its_public_surface():
-    assert flask_ticker.__all__ == ["Ticker", "Job", "run_in_background", "job_started",
-                                    "job_finished", "job_failed", "job_skipped", "task_failed"]
+    assert flask_ticker.__all__ == [
+        "Ticker",
+        "Job",
+        "run_in_background",
+        "job_started",
+        "job_finished",
+        "job_failed",
+        "job_skipped",
+        "task_failed",
+    ]
     assert isinstance(flask_ticker.__version__, str)
 
 
 # -- the runner lock: one process of several runs the jobs --
+
 
 def locked_app(tmp_path: Path, name: str = "locked", **config) -> Flask:
     app = Flask(name, instance_path=str(tmp_path / "instance"))
@@ -1042,6 +1138,7 @@ def test_a_custom_lock_is_acquired_and_released_on_one_thread(caplog):
         with lock:
             held.set()
             let_go.wait()
+
     holder = threading.Thread(target=another_process)
     holder.start()
     held.wait()
@@ -1060,8 +1157,9 @@ def test_a_custom_lock_is_acquired_and_released_on_one_thread(caplog):
 
 
 def test_a_bad_lock_setting_is_rejected(tmp_path):
-    with pytest.raises(TypeError, match="TICKER_LOCK must be a path, a Redis URL, False, or an"
-                                        " object .* got 42"):
+    with pytest.raises(
+        TypeError, match="TICKER_LOCK must be a path, a Redis URL, False, or an object .* got 42"
+    ):
         Ticker(locked_app(tmp_path, TICKER_LOCK=42))
     with pytest.raises(ValueError, match="TICKER_LOCK_RETRY must be finite seconds > 0, got 0"):
         Ticker(locked_app(tmp_path, TICKER_LOCK_RETRY=0))
@@ -1113,13 +1211,15 @@ def test_jobs_added_after_the_lock_is_taken_share_the_grid_too(tmp_path):
     first.start()
     wait_until(lambda: runs == [0])
     second.start()
-    late = [ticker.every(3600, lambda i=i: runs.append(10 + i), name="late")
-            for i, ticker in enumerate((first, second))]
+    late = [
+        ticker.every(3600, lambda i=i: runs.append(10 + i), name="late")
+        for i, ticker in enumerate((first, second))
+    ]
     wait_until(lambda: runs == [0, 10])
     assert first.stop(WAIT)
     wait_until(lambda: second.get("fast").next_run is not None)
     assert late[1].next_run is not None  # planned on the first holder's grid:
-    assert runs == [0, 10]               # it does not run again now
+    assert runs == [0, 10]  # it does not run again now
     assert second.stop(WAIT)
 
 
@@ -1135,6 +1235,7 @@ def test_a_job_added_to_a_running_ticker_has_its_next_run_at_once(tmp_path):
 
 
 # -- the deployment state: restarts continue, history survives --
+
 
 def deployment(tmp_path: Path, clock: FakeClock, name: str = "deployed") -> Ticker:
     """One process's ticker on the shared lock file, stepped by ``clock``."""
@@ -1229,8 +1330,9 @@ def test_history_survives_a_restart(tmp_path):
 def test_status_reads_the_same_in_a_process_that_does_not_run_the_jobs(tmp_path):
     clock = FakeClock()
     runner = deployment(tmp_path, clock)
-    other = Ticker(locked_app(tmp_path, "deployed", TICKER_ENABLED=False),
-                   clock=clock, wall_clock=clock.wall)
+    other = Ticker(
+        locked_app(tmp_path, "deployed", TICKER_ENABLED=False), clock=clock, wall_clock=clock.wall
+    )
     for ticker in (runner, other):
         ticker.every(60, lambda: None, name="sync")
         ticker.every(3600, lambda: None, name="hourly", run_now=False)
@@ -1279,9 +1381,11 @@ def test_a_process_with_fewer_jobs_keeps_the_others_history(tmp_path):
 def test_a_damaged_state_file_is_ignored_with_a_warning(tmp_path, caplog):
     (tmp_path / "instance").mkdir()
     state = tmp_path / "instance" / "flask_ticker-deployed.lock.state"
-    state.write_text('{"fields": ["interval", "origin", "last_due", "last_run", '
-                     '"last_duration", "last_error", "runs", "failures", "skipped", '
-                     '"next_due", "running", "paused"]}\n["sync", 60, trunc')
+    state.write_text(
+        '{"fields": ["interval", "origin", "last_due", "last_run", '
+        '"last_duration", "last_error", "runs", "failures", "skipped", '
+        '"next_due", "running", "paused"]}\n["sync", 60, trunc'
+    )
     clock = FakeClock()
     ticker = deployment(tmp_path, clock)
     rec = Recorder(clock)
@@ -1303,6 +1407,7 @@ def test_an_app_factory_called_many_times_declares_its_jobs_again(tmp_path):
         @ticker.every(3600)
         def sync():
             ran_in.append(current_app._get_current_object())
+
         return app
 
     apps = []
@@ -1390,6 +1495,7 @@ def test_a_forked_child_runs_no_job_and_the_parent_keeps_them(tmp_path):
 
 # -- 12. promises under faults: async functions, failure floods, load, stop --
 
+
 def test_a_coroutine_job_is_awaited_in_its_app_context_and_counted(app, ticker, clock):
     seen = []
 
@@ -1415,7 +1521,9 @@ def test_a_coroutine_task_sets_its_result_on_the_future(app, ticker):
         return f"sent to {to}"
 
     with app.app_context():
-        assert run_in_background(send_mail, "a@example.com").result(WAIT) == "sent to a@example.com"
+        assert (
+            run_in_background(send_mail, "a@example.com").result(WAIT) == "sent to a@example.com"
+        )
 
 
 def test_a_coroutine_without_the_async_extra_is_refused_at_registration(ticker, monkeypatch):
@@ -1486,8 +1594,10 @@ def test_ten_thousand_tasks_from_eight_threads_each_run_once(app):
             return [run_in_background(task, i) for i in range(start, start + 1250)]
 
     futures = []
-    threads = [threading.Thread(target=lambda s=s: futures.extend(submit(s)))
-               for s in range(0, 10_000, 1250)]
+    threads = [
+        threading.Thread(target=lambda s=s: futures.extend(submit(s)))
+        for s in range(0, 10_000, 1250)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -1520,8 +1630,9 @@ def test_stop_from_two_threads_at_once_is_safe(app):
     ticker.start()
     assert entered.wait(WAIT)
     results = []
-    stoppers = [threading.Thread(target=lambda: results.append(ticker.stop(WAIT)))
-                for _ in range(2)]
+    stoppers = [
+        threading.Thread(target=lambda: results.append(ticker.stop(WAIT))) for _ in range(2)
+    ]
     for stopper in stoppers:
         stopper.start()
     release.set()
@@ -1566,16 +1677,20 @@ def test_a_fault_in_the_scheduler_itself_is_logged_critical_and_the_loop_goes_on
 
 # -- 13. operating it: signals and the flask ticker command --
 
+
 def test_each_signal_fires_once_per_event_with_its_arguments(app, ticker, clock):
     seen = []
 
     def receiver(name):
         def receive(sender, **kwargs):
             seen.append((name, sender, has_app_context(), kwargs))
+
         return receive
 
-    receivers = {name: receiver(name) for name in
-                 ("job_started", "job_finished", "job_failed", "job_skipped", "task_failed")}
+    receivers = {
+        name: receiver(name)
+        for name in ("job_started", "job_finished", "job_failed", "job_skipped", "task_failed")
+    }
     for name, receive in receivers.items():
         getattr(flask_ticker, name).connect(receive)
     try:
@@ -1673,9 +1788,17 @@ def test_flask_ticker_run_runs_the_job_and_says_how_it_went(tmp_path):
 def add_the_docs_health_check(app: Flask, ticker: Ticker) -> None:
     doc = (HERE / "docs" / "operating.md").read_text()
     view = doc.split('```python\n@app.get("/healthz")')[1].split("```")[0]
-    exec('@app.get("/healthz")' + view, {"app": app, "ticker": ticker, "datetime": datetime,
-                                         "timezone": timezone, "timedelta": timedelta,
-                                         "login_required": lambda view: view})
+    exec(
+        '@app.get("/healthz")' + view,
+        {
+            "app": app,
+            "ticker": ticker,
+            "datetime": datetime,
+            "timezone": timezone,
+            "timedelta": timedelta,
+            "login_required": lambda view: view,
+        },
+    )
 
 
 def test_the_docs_health_check_answers_503_without_a_runner_or_with_a_stale_job(tmp_path):
@@ -1717,6 +1840,7 @@ def test_run_pending_without_an_app_says_how_to_bind_one():
 
 
 # -- 13. what a newcomer runs into: status pages, names, redeclaration, display --
+
 
 def lock_under_a_file(tmp_path: Path) -> str:
     (tmp_path / "plain").write_text("not a folder")
@@ -1778,11 +1902,13 @@ def test_two_factory_functions_of_one_short_name_collide(ticker):
     def make(text):
         def heartbeat():
             return text
+
         return heartbeat
 
     def other_factory():
         def heartbeat():
             pass
+
         return heartbeat
 
     ticker.every(60, make("a"))
@@ -1831,8 +1957,9 @@ def test_a_factory_called_again_replans_a_job_declared_with_another_interval(clo
     create_app(3600)
     assert [(job.name, job.interval) for job in ticker.jobs] == [("cleanup", 3600)]
     clock.advance(0)
-    assert ticker.get("cleanup").next_run == \
-        datetime.fromtimestamp(EPOCH + 1000 + 3600, timezone.utc)
+    assert ticker.get("cleanup").next_run == datetime.fromtimestamp(
+        EPOCH + 1000 + 3600, timezone.utc
+    )
     ticker.stop(WAIT)
 
 
@@ -1854,8 +1981,9 @@ def test_a_plain_function_that_returns_a_coroutine_has_it_awaited(ticker, clock)
         assert registered.run() == "fetched"
 
 
-def test_a_coroutine_returned_without_the_async_extra_fails_loudly(ticker, clock, monkeypatch,
-                                                                 caplog):
+def test_a_coroutine_returned_without_the_async_extra_fails_loudly(
+    ticker, clock, monkeypatch, caplog
+):
     async def fetch():
         pass
 
@@ -1899,8 +2027,7 @@ def test_flask_ticker_list_shows_durations_and_times_in_one_format(tmp_path):
     app = locked_app(tmp_path, "shown", TICKER_ENABLED=False)
     ticker = Ticker(app)
     ticker.every(3600, lambda: None, name="hourly").run()
-    ticker.every(timedelta(days=1), lambda: None, name="nightly", at="03:00",
-                 tz="Europe/Berlin")
+    ticker.every(timedelta(days=1), lambda: None, name="nightly", at="03:00", tz="Europe/Berlin")
     ticker.start()
     try:
         lines = app.test_cli_runner().invoke(args=["ticker", "list"]).output.splitlines()
@@ -1915,8 +2042,9 @@ def test_flask_ticker_list_shows_durations_and_times_in_one_format(tmp_path):
     assert "e-0" not in hourly
 
 
-@pytest.mark.parametrize("seconds, shown", [(0.0000908, "0.09 ms"), (0.0123, "12 ms"),
-                                            (1.234, "1.2 s")])
+@pytest.mark.parametrize(
+    "seconds, shown", [(0.0000908, "0.09 ms"), (0.0123, "12 ms"), (1.234, "1.2 s")]
+)
 def test_a_run_by_hand_reports_its_duration_in_words(tmp_path, seconds, shown):
     app = locked_app(tmp_path, "timed", TICKER_ENABLED=False)
     now = [0.0]

@@ -12,6 +12,7 @@ ThreadPoolExecutor for background work), and writes bench/results.json and
 bench/results.png.  A cell says so where an implementation cannot do what a
 metric asks; no value is ever made up.  It measures; it asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,11 +35,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 HOURLY = 3600
 
-SCHEDULERS = ["flask_ticker", "flask_ticker_nolock", "flask_ticker_redis", "apscheduler",
-              "flask_apscheduler", "timeloop", "schedule", "thread_sleep", "thread_event"]
+SCHEDULERS = [
+    "flask_ticker",
+    "flask_ticker_nolock",
+    "flask_ticker_redis",
+    "apscheduler",
+    "flask_apscheduler",
+    "timeloop",
+    "schedule",
+    "thread_sleep",
+    "thread_event",
+]
 IMPORTABLE = ["flask_ticker", "apscheduler", "flask_apscheduler", "timeloop", "schedule"]
-BACKGROUND = ["flask_ticker", "thread_pool", "thread_per_call", "flask_executor",
-              "apscheduler"]
+BACKGROUND = ["flask_ticker", "thread_pool", "thread_per_call", "flask_executor", "apscheduler"]
 
 
 class CannotDo(Exception):
@@ -46,6 +55,7 @@ class CannotDo(Exception):
 
 
 # -- the contenders, each behind the same small adapter --
+
 
 def rss_kib() -> int:
     with open("/proc/self/status") as status:
@@ -57,6 +67,7 @@ def rss_kib() -> int:
 
 def make_app(**config):
     from flask import Flask
+
     app = Flask("bench", instance_path=tempfile.mkdtemp())
     app.config.update(TICKER_ENABLED=False, **config)
     return app
@@ -67,16 +78,21 @@ def make_ticker(name: str):
     its cost; _redis: with its lease in Redis, under a key of this worker's
     own, since an earlier worker exited holding its lease."""
     from flask_ticker import Ticker
+
     url = os.environ.get("BENCH_REDIS_URL")
     if name == "flask_ticker_redis" and url is None:
         raise CannotDo("no redis-server")
-    lease = {"flask_ticker": {}, "flask_ticker_nolock": {"TICKER_LOCK": False},
-             "flask_ticker_redis": {"TICKER_LOCK": url, "TICKER_LOCK_KEY": f"bench:{os.getpid()}"}}
+    lease = {
+        "flask_ticker": {},
+        "flask_ticker_nolock": {"TICKER_LOCK": False},
+        "flask_ticker_redis": {"TICKER_LOCK": url, "TICKER_LOCK_KEY": f"bench:{os.getpid()}"},
+    }
     return Ticker(make_app(**lease[name]))
 
 
 class Scheduler:
     """add(interval, fn, run_now) jobs, then start() and stop()."""
+
     can_run_now = True
     can_stop = True
     fixed_rate = True
@@ -87,17 +103,21 @@ class Scheduler:
             self.ticker = make_ticker(name)
         elif name == "apscheduler":
             from apscheduler.schedulers.background import BackgroundScheduler
+
             self.sched = BackgroundScheduler()
         elif name == "flask_apscheduler":
             from flask_apscheduler import APScheduler
+
             self.sched = APScheduler()
             self.sched.init_app(make_app())
         elif name == "timeloop":
             from timeloop import Timeloop
+
             self.loop = Timeloop()
             self.can_run_now = self.fixed_rate = False
         elif name == "schedule":
             import schedule
+
             self.schedule = schedule.Scheduler()
             self.can_run_now = False
         elif name in ("thread_sleep", "thread_event"):
@@ -116,24 +136,27 @@ class Scheduler:
         elif self.name in ("apscheduler", "flask_apscheduler"):
             first = datetime.now(timezone.utc) if run_now else None
             extra = {"next_run_time": first} if run_now else {}
-            self.sched.add_job(func=fn, trigger="interval", seconds=interval, id=name,
-                               **extra)
+            self.sched.add_job(func=fn, trigger="interval", seconds=interval, id=name, **extra)
         elif self.name == "timeloop":
             self.loop._add_job(fn, timedelta(seconds=interval))
         elif self.name == "schedule":
             self.schedule.every(interval).seconds.do(fn)
         elif self.name == "thread_sleep":
+
             def loop(fn=fn):
                 while True:
                     fn()
                     time.sleep(interval)
+
             self.threads.append(threading.Thread(target=loop, daemon=True))
         elif self.name == "thread_event":
+
             def loop(fn=fn):
                 if run_now:
                     fn()
                 while not self.stopping.wait(interval):
                     fn()
+
             self.threads.append(threading.Thread(target=loop, daemon=True))
 
     def add_daily(self, hour: int, minute: int, fn) -> None:
@@ -143,8 +166,9 @@ class Scheduler:
         if self.name == "flask_ticker":
             self.ticker.every(86400, fn, name=name, at=f"{hour:02d}:{minute:02d}", tz="UTC")
         elif self.name in ("apscheduler", "flask_apscheduler"):
-            self.sched.add_job(func=fn, trigger="cron", hour=hour, minute=minute,
-                               timezone="UTC", id=name)
+            self.sched.add_job(
+                func=fn, trigger="cron", hour=hour, minute=minute, timezone="UTC", id=name
+            )
         elif self.name == "schedule":
             # Its zones need pytz; the machine's own zone costs the same.
             self.schedule.every().day.at(f"{hour:02d}:{minute:02d}").do(fn)
@@ -159,9 +183,11 @@ class Scheduler:
         elif self.name == "timeloop":
             self.loop.start(block=False)
         elif self.name == "schedule":
+
             def loop():
                 while not self.stopping.wait(1):
                     self.schedule.run_pending()
+
             self.stopping = threading.Event()
             threading.Thread(target=loop, daemon=True).start()
         else:
@@ -200,8 +226,10 @@ def import_contender(name: str) -> None:
 
 # -- metrics, run inside a worker process --
 
+
 def m_import(name: str) -> dict:
     import flask  # noqa: F401
+
     before = len(sys.modules)
     began = time.perf_counter()
     import_contender(name)
@@ -213,6 +241,7 @@ def m_idle(name: str, jobs: int = 10, idle: bool = False, daily: bool = False) -
     with ``idle``, the CPU spent over IDLE_SECONDS of doing nothing.  With
     ``daily``, jobs at a time of day instead, all minutes of the day in turn."""
     import flask  # noqa: F401
+
     base_rss, base_threads = rss_kib(), threading.active_count()
     began = time.perf_counter()
     sched = Scheduler(name)
@@ -224,8 +253,11 @@ def m_idle(name: str, jobs: int = 10, idle: bool = False, daily: bool = False) -
     sched.start()
     start_ms = (time.perf_counter() - began) * 1000
     time.sleep(0.2)
-    result = {"rss_kib": rss_kib() - base_rss, "threads": threading.active_count() - base_threads,
-              "register_start_ms": start_ms}
+    result = {
+        "rss_kib": rss_kib() - base_rss,
+        "threads": threading.active_count() - base_threads,
+        "register_start_ms": start_ms,
+    }
     if idle:
         cpu = time.process_time()
         time.sleep(IDLE_SECONDS)
@@ -250,6 +282,7 @@ def m_first_run(name: str) -> dict:
         if not started:
             started.append(time.perf_counter())
         ran.set()
+
     sched.add(HOURLY, job, run_now=True)
     began = time.perf_counter()
     sched.start()
@@ -282,8 +315,9 @@ def m_punctuality(name: str, jobs: int = 20, interval: float = 0.05) -> dict:
     sched = Scheduler(name)
     starts: list[list[float]] = [[] for _ in range(jobs)]
     for i in range(jobs):
-        sched.add(interval, lambda i=i: starts[i].append(time.monotonic()),
-                  run_now=sched.can_run_now)
+        sched.add(
+            interval, lambda i=i: starts[i].append(time.monotonic()), run_now=sched.can_run_now
+        )
     sched.start()
     time.sleep(PUNCTUALITY_SECONDS)
     end = time.monotonic()
@@ -293,10 +327,13 @@ def m_punctuality(name: str, jobs: int = 20, interval: float = 0.05) -> dict:
     runs_pct = 100 * sum(map(len, starts)) / expected
     # Drift counts runs one by one: meaningless where most runs are missing.
     drifts = [drift(s, interval) for s in starts if len(s) > 3]
-    return {"median_ms": statistics.median(late) * 1000, "p99_ms": p99(late) * 1000,
-            "drift_ms_per_100": statistics.median(drifts) * 1000 if runs_pct > 90
-            else "runs missed", "runs_pct": runs_pct,
-            "samples_ms": [round(x * 1000, 3) for x in late]}
+    return {
+        "median_ms": statistics.median(late) * 1000,
+        "p99_ms": p99(late) * 1000,
+        "drift_ms_per_100": statistics.median(drifts) * 1000 if runs_pct > 90 else "runs missed",
+        "runs_pct": runs_pct,
+        "samples_ms": [round(x * 1000, 3) for x in late],
+    }
 
 
 def m_overrun(name: str) -> dict:
@@ -316,9 +353,12 @@ def m_overrun(name: str) -> dict:
     sched.start()
     time.sleep(OVERRUN_SECONDS)
     late = lateness(second, 0.05)
-    return {"second_p99_ms": p99(late) * 1000,
-            "second_samples_ms": [round(x * 1000, 3) for x in late],
-            "max_concurrency": running[1], "warning_lines": lines()}
+    return {
+        "second_p99_ms": p99(late) * 1000,
+        "second_samples_ms": [round(x * 1000, 3) for x in late],
+        "max_concurrency": running[1],
+        "warning_lines": lines(),
+    }
 
 
 def m_failing(name: str) -> dict:
@@ -335,9 +375,11 @@ def m_failing(name: str) -> dict:
     sched.start()
     time.sleep(2)
     expected = int(2 / 0.02)
-    return {"failing_runs_pct": 100 * fails[0] / expected,
-            "healthy_p99_ms": p99(lateness(healthy, 0.02)) * 1000,
-            "log_lines": lines()}
+    return {
+        "failing_runs_pct": 100 * fails[0] / expected,
+        "healthy_p99_ms": p99(lateness(healthy, 0.02)) * 1000,
+        "log_lines": lines(),
+    }
 
 
 def m_growth(name: str, jobs: int) -> dict:
@@ -348,6 +390,7 @@ def m_background(name: str, tasks: int, seconds: float) -> dict:
     """``tasks`` calls, from a view, of a task that takes ``seconds`` and needs
     an app context (Flask-Executor insists on a request context to copy)."""
     from flask import current_app
+
     app = make_app()
     done = threading.Semaphore(0)
     counted = [0]
@@ -370,8 +413,7 @@ def m_background(name: str, tasks: int, seconds: float) -> dict:
     while finished < tasks and done.acquire(timeout=5):  # 5 s without progress: given up
         finished += 1
     elapsed = (time.perf_counter() - began) * 1000
-    return {"ms": elapsed, "ran_pct": 100 * counted[0] / tasks,
-            "threads": peak[0] - base_threads}
+    return {"ms": elapsed, "ran_pct": 100 * counted[0] / tasks, "threads": peak[0] - base_threads}
 
 
 def background_submitter(name: str, app, task):
@@ -381,20 +423,24 @@ def background_submitter(name: str, app, task):
 
     if name == "flask_ticker":
         from flask_ticker import Ticker, run_in_background
+
         Ticker(app)
         return lambda: run_in_background(task)
     if name == "thread_pool":
         from concurrent.futures import ThreadPoolExecutor
+
         pool = ThreadPoolExecutor()
         return lambda: pool.submit(in_context)
     if name == "thread_per_call":
         return lambda: threading.Thread(target=in_context).start()
     if name == "flask_executor":
         from flask_executor import Executor
+
         executor = Executor(app)
         return lambda: executor.submit(task)
     if name == "apscheduler":
         from apscheduler.schedulers.background import BackgroundScheduler
+
         sched = BackgroundScheduler()
         sched.start()
         return lambda: sched.add_job(in_context)
@@ -409,6 +455,7 @@ def count_log_lines():
 
     def emit(record):
         counter.count += len(counter.format(record).splitlines())
+
     counter.emit = emit
     logging.getLogger().addHandler(counter)
     return lambda: counter.count
@@ -425,9 +472,16 @@ def p99(xs: list[float]) -> float:
     return sorted(xs)[min(len(xs) - 1, int(len(xs) * 0.99))] if xs else float("nan")
 
 
-METRICS = {"import": m_import, "idle": m_idle, "first_run": m_first_run,
-           "punctuality": m_punctuality, "overrun": m_overrun, "failing": m_failing,
-           "growth": m_growth, "background": m_background}
+METRICS = {
+    "import": m_import,
+    "idle": m_idle,
+    "first_run": m_first_run,
+    "punctuality": m_punctuality,
+    "overrun": m_overrun,
+    "failing": m_failing,
+    "growth": m_growth,
+    "background": m_background,
+}
 IDLE_SECONDS = PUNCTUALITY_SECONDS = OVERRUN_SECONDS = 0.0  # set by the parent
 
 
@@ -447,13 +501,24 @@ def worker(impl: str, metric: str, params: dict) -> None:
 
 # -- the parent: run workers, take medians, print and draw --
 
+
 def measure(impl: str, metric: str, repeat: int = 1, timeout: float = 120, **params) -> dict:
     runs = []
     for _ in range(repeat):
         out = subprocess.run(
-            [sys.executable, __file__, "--worker", impl, metric, json.dumps({**SETTINGS, **params})],
-            capture_output=True, text=True, timeout=timeout,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                impl,
+                metric,
+                json.dumps({**SETTINGS, **params}),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""},
+        )
         if out.returncode != 0 or not out.stdout.strip():
             return {"error": (out.stderr.strip().splitlines() or ["no output"])[-1]}
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -493,12 +558,23 @@ def main() -> None:
         worker(impl, metric, json.loads(params))
         return
     quick = args.quick
-    SETTINGS.update(idle_seconds=1.0 if quick else 5.0,
-                    punctuality_seconds=1.0 if quick else 5.0,
-                    overrun_seconds=1.0 if quick else 3.0)
+    SETTINGS.update(
+        idle_seconds=1.0 if quick else 5.0,
+        punctuality_seconds=1.0 if quick else 5.0,
+        overrun_seconds=1.0 if quick else 3.0,
+    )
     reps = 3 if quick else 7
-    schedulers = ["flask_ticker", "flask_ticker_nolock", "flask_ticker_redis", "apscheduler",
-                  "thread_event"] if quick else SCHEDULERS
+    schedulers = (
+        [
+            "flask_ticker",
+            "flask_ticker_nolock",
+            "flask_ticker_redis",
+            "apscheduler",
+            "thread_event",
+        ]
+        if quick
+        else SCHEDULERS
+    )
     results: dict = {"meta": meta(quick), "scheduling": {}, "background": {}, "growth": {}}
     redis_server = start_redis()
     try:
@@ -514,34 +590,45 @@ def main() -> None:
 def measure_all(results: dict, schedulers: list[str], quick: bool, reps: int) -> None:
     background = ["flask_ticker", "thread_pool"] if quick else BACKGROUND
     # Compile every module once, so that no import pays for compiling.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "flask_ticker.py")],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(HERE.parent / "flask_ticker.py")],
+        check=True,
+    )
     for impl in schedulers:
         print(f"measuring {impl} ...", file=sys.stderr, flush=True)
         r = results["scheduling"][impl] = {}
         module = "flask_ticker" if impl.startswith("flask_ticker") else impl
-        r["import"] = measure(module, "import", reps) if module in IMPORTABLE \
+        r["import"] = (
+            measure(module, "import", reps)
+            if module in IMPORTABLE
             else {"cannot": "nothing to import"}
+        )
         r["idle10"] = measure(impl, "idle", 1 if quick else 3)
         r["first_run"] = measure(impl, "first_run", reps)
         r["punctuality"] = measure(impl, "punctuality", 1 if quick else 3)  # p99 is noisy
         r["overrun"] = measure(impl, "overrun", 1 if quick else 3)  # its p99 too
         r["failing"] = measure(impl, "failing")
-        r["idle10k"] = measure(impl, "idle", 1, jobs=100 if quick else 10_000, idle=True,
-                               timeout=300)
-        r["daily10k"] = measure(impl, "idle", 1, jobs=100 if quick else 10_000, daily=True,
-                                timeout=300)
+        r["idle10k"] = measure(
+            impl, "idle", 1, jobs=100 if quick else 10_000, idle=True, timeout=300
+        )
+        r["daily10k"] = measure(
+            impl, "idle", 1, jobs=100 if quick else 10_000, daily=True, timeout=300
+        )
     for impl in ["flask_ticker", "apscheduler"]:
         results["growth"][impl] = {
             n: measure(impl, "growth", 1, jobs=n, timeout=600)
-            for n in ([100, 1000] if quick else [100, 1000, 10_000, 100_000])}
+            for n in ([100, 1000] if quick else [100, 1000, 10_000, 100_000])
+        }
     for impl in background:
         print(f"measuring {impl} (background) ...", file=sys.stderr, flush=True)
         results["background"][impl] = {
-            "trivial": measure(impl, "background", reps, tasks=1000 if quick else 10_000,
-                               seconds=0),
-            "ten_ms": measure(impl, "background", 1, tasks=200 if quick else 10_000,
-                              seconds=0.01, timeout=600)}
+            "trivial": measure(
+                impl, "background", reps, tasks=1000 if quick else 10_000, seconds=0
+            ),
+            "ten_ms": measure(
+                impl, "background", 1, tasks=200 if quick else 10_000, seconds=0.01, timeout=600
+            ),
+        }
 
 
 def start_redis() -> subprocess.Popen | None:
@@ -553,9 +640,11 @@ def start_redis() -> subprocess.Popen | None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([program, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                             "--appendonly", "no"], cwd=tempfile.mkdtemp(),
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [program, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        cwd=tempfile.mkdtemp(),
+        stdout=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -573,19 +662,32 @@ def start_redis() -> subprocess.Popen | None:
 
 def meta(quick: bool) -> dict:
     versions = {}
-    for dist in ["flask", "apscheduler", "flask-apscheduler", "timeloop", "schedule",
-                 "flask-executor", "flask-ticker", "redis"]:
+    for dist in [
+        "flask",
+        "apscheduler",
+        "flask-apscheduler",
+        "timeloop",
+        "schedule",
+        "flask-executor",
+        "flask-ticker",
+        "redis",
+    ]:
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = "not installed"
-    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "quick": quick,
-            "python": platform.python_version(), "machine": f"{platform.machine()},"
-            f" {os.cpu_count()} cores, {platform.system()} {platform.release()}",
-            "versions": versions}
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "quick": quick,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()},"
+        f" {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "versions": versions,
+    }
 
 
 # -- reporting --
+
 
 def cell(result: dict, key: str, fmt: str = "{:.2f}") -> str:
     if "cannot" in result:
@@ -627,8 +729,12 @@ ROWS = [  # (label, section, metric, key, format)
     ("many hourly jobs: RSS added (KiB)", "idle10k", "rss_kib", "{:.0f}"),
     ("many hourly jobs: threads added", "idle10k", "threads", "{:.0f}"),
     ("many hourly jobs: stop (ms)", "idle10k", "stop_ms", "{:.2f}"),
-    ("as many daily jobs, at= / cron: register + start (ms)", "daily10k", "register_start_ms",
-     "{:.1f}"),
+    (
+        "as many daily jobs, at= / cron: register + start (ms)",
+        "daily10k",
+        "register_start_ms",
+        "{:.1f}",
+    ),
     ("as many daily jobs, at= / cron: RSS added (KiB)", "daily10k", "rss_kib", "{:.0f}"),
 ]
 BACKGROUND_ROWS = [
@@ -641,38 +747,55 @@ BACKGROUND_ROWS = [
 
 def table(results: dict) -> str:
     m = results["meta"]
-    out = [f"Measured {m['date']} on {m['machine']}, Python {m['python']};"
-           f" {', '.join(f'{k} {v}' for k, v in m['versions'].items())}."
-           + (" Quick run." if m["quick"] else ""), ""]
+    out = [
+        f"Measured {m['date']} on {m['machine']}, Python {m['python']};"
+        f" {', '.join(f'{k} {v}' for k, v in m['versions'].items())}."
+        + (" Quick run." if m["quick"] else ""),
+        "",
+    ]
     for title, section, rows, base in [
-            ("Scheduling", "scheduling", ROWS, "apscheduler"),
-            ("Background work", "background", BACKGROUND_ROWS, "thread_pool")]:
+        ("Scheduling", "scheduling", ROWS, "apscheduler"),
+        ("Background work", "background", BACKGROUND_ROWS, "thread_pool"),
+    ]:
         impls = list(results[section])
-        out += [f"### {title} (ratio: flask_ticker / {base})", "",
-                "| metric | " + " | ".join(impls) + " | ratio |",
-                "|---" * (len(impls) + 2) + "|"]
+        out += [
+            f"### {title} (ratio: flask_ticker / {base})",
+            "",
+            "| metric | " + " | ".join(impls) + " | ratio |",
+            "|---" * (len(impls) + 2) + "|",
+        ]
         for label, group, key, fmt in rows:
             cells = [cell(results[section][i][group], key, fmt) for i in impls]
             base_cell = cell(results[section][base][group], key, fmt) if base in impls else "-"
-            out.append(f"| {label} | " + " | ".join(cells)
-                       + f" | {ratio(cells[impls.index('flask_ticker')], base_cell)} |")
+            out.append(
+                f"| {label} | "
+                + " | ".join(cells)
+                + f" | {ratio(cells[impls.index('flask_ticker')], base_cell)} |"
+            )
         out.append("")
-    out += ["### Cost growth (register + start ms / RSS KiB)", "",
-            "| jobs | " + " | ".join(results["growth"]) + " |",
-            "|---" * (len(results["growth"]) + 1) + "|"]
+    out += [
+        "### Cost growth (register + start ms / RSS KiB)",
+        "",
+        "| jobs | " + " | ".join(results["growth"]) + " |",
+        "|---" * (len(results["growth"]) + 1) + "|",
+    ]
     sizes = next(iter(results["growth"].values())).keys()
     for n in sizes:
-        cells = [f"{cell(results['growth'][i][n], 'register_start_ms', '{:.1f}')} /"
-                 f" {cell(results['growth'][i][n], 'rss_kib', '{:.0f}')}"
-                 for i in results["growth"]]
+        cells = [
+            f"{cell(results['growth'][i][n], 'register_start_ms', '{:.1f}')} /"
+            f" {cell(results['growth'][i][n], 'rss_kib', '{:.0f}')}"
+            for i in results["growth"]
+        ]
         out.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
 def draw(results: dict, path: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for impl, r in results["scheduling"].items():
         samples = r["punctuality"].get("samples_ms")
@@ -680,15 +803,27 @@ def draw(results: dict, path: str) -> None:
             xs = sorted(samples)
             left.plot(xs, [i / len(xs) for i in range(len(xs))], label=impl)
     left.set_xscale("symlog", linthresh=0.1)
-    left.set(title="20 jobs at 50 ms: lateness against the grid", xlabel="ms late (log)",
-             ylabel="fraction of runs")
+    left.set(
+        title="20 jobs at 50 ms: lateness against the grid",
+        xlabel="ms late (log)",
+        ylabel="fraction of runs",
+    )
     left.legend(fontsize=8)
     for impl, sizes in results["growth"].items():
         ns = [n for n in sizes if isinstance(sizes[n].get("register_start_ms"), (int, float))]
-        right.plot([int(n) for n in ns], [sizes[n]["register_start_ms"] for n in ns],
-                   marker="o", label=impl)
-    right.set(xscale="log", yscale="log", title="register + start, hourly jobs",
-              xlabel="jobs", ylabel="ms")
+        right.plot(
+            [int(n) for n in ns],
+            [sizes[n]["register_start_ms"] for n in ns],
+            marker="o",
+            label=impl,
+        )
+    right.set(
+        xscale="log",
+        yscale="log",
+        title="register + start, hourly jobs",
+        xlabel="jobs",
+        ylabel="ms",
+    )
     right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -4,6 +4,7 @@ Servers bind to free ports on 127.0.0.1, run in sessions of their own so
 that every process they fork is stopped with them, and every wait is
 bounded.
 """
+
 from __future__ import annotations
 
 import os
@@ -66,21 +67,38 @@ def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
 class Server:
     """One command serving an app, with the job runs it has written so far."""
 
-    def __init__(self, tmp_path: Path, args: list[str], cwd: Path, env: dict[str, str],
-                 stop_signal: int = signal.SIGTERM):
+    def __init__(
+        self,
+        tmp_path: Path,
+        args: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        stop_signal: int = signal.SIGTERM,
+    ):
         self.port = free_port()
         self.stop_signal = stop_signal
         self.runs_file = tmp_path / "runs.txt"
-        self.env = {**os.environ, "RUNS_FILE": str(self.runs_file), "PORT": str(self.port),
-                    "FLASK_RUN_PORT": str(self.port), "INSTANCE_PATH": str(tmp_path / "instance"),
-                    "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}", **env}
+        self.env = {
+            **os.environ,
+            "RUNS_FILE": str(self.runs_file),
+            "PORT": str(self.port),
+            "FLASK_RUN_PORT": str(self.port),
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}",
+            **env,
+        }
         for inherited in ("WERKZEUG_RUN_MAIN", "WERKZEUG_SERVER_FD", "FLASK_RUN_FROM_CLI"):
             self.env.pop(inherited, None)
         self.log = open(tmp_path / f"server-{self.port}.log", "w+")  # one per server
         args = [str(a).replace("{port}", str(self.port)) for a in args]
-        self.proc = subprocess.Popen(args, cwd=cwd, env=self.env,
-                                     stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @property
     def pid(self) -> int:
@@ -94,14 +112,16 @@ class Server:
         if not self.runs_file.exists():
             return []
         rows = [line.split() for line in self.runs_file.read_text().splitlines()]
-        return [Run(int(pid), float(at), event) for pid, at, event in rows
-                if event.startswith(prefix)]
+        return [
+            Run(int(pid), float(at), event) for pid, at, event in rows if event.startswith(prefix)
+        ]
 
     def wait_for_runs(self, count: int, prefix: str = "tick", timeout: float = 20.0) -> list[Run]:
         def enough():
             assert self.proc.poll() is None, f"server exited:\n{self.output()}"
             runs = self.runs(prefix)
             return runs if len(runs) >= count else None
+
         return wait_until(enough, timeout, f"{count} '{prefix}' runs")
 
     def get(self, path: str = "/") -> str:
@@ -116,6 +136,7 @@ class Server:
                 return self.get()
             except OSError:
                 return None
+
         wait_until(serving, timeout, "serving")
 
     def stop(self) -> None:
@@ -144,8 +165,9 @@ def serve(tmp_path):
     its free port; all are stopped after the test."""
     servers: list[Server] = []
 
-    def start(args: list, cwd: Path = HERE, stop_signal: int = signal.SIGTERM,
-              **env: str) -> Server:
+    def start(
+        args: list, cwd: Path = HERE, stop_signal: int = signal.SIGTERM, **env: str
+    ) -> Server:
         server = Server(tmp_path, args, cwd, env, stop_signal)
         servers.append(server)
         return server
@@ -174,9 +196,24 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.program, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder), *self.options],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                self.program,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+                *self.options,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         wait_until(self.answers, 20, "redis-server answering PING")
 
     def answers(self) -> bool:

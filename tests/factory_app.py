@@ -1,6 +1,7 @@
 """An app built the way most real apps are: a module-level ticker, and an
 app factory that binds it and declares the jobs.  Runs are written to
 $RUNS_FILE as in launch_app.py."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Every run of a job appends "pid wall-time event" to $RUNS_FILE, so a test
 can count the runs of each tick and see which process made them.
 """
+
 import os
 import time
 
@@ -44,6 +45,7 @@ def hourly() -> None:
 
 
 if AT:
+
     @ticker.every(86400, at=AT, tz="UTC")
     def nightly() -> None:
         note("at")

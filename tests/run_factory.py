@@ -1,5 +1,6 @@
 """The common run.py: build the app with the factory, then serve it with the
 reloader."""
+
 import os
 import time
 

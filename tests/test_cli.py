@@ -1,15 +1,15 @@
 """`flask ticker list` and `flask ticker run`, as a person runs them beside a
 real deployment."""
+
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import BIN, HERE, ROOT, wait_until
+from conftest import BIN, HERE, wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX servers and signals")
 GUNICORN = [BIN / "gunicorn", "-b", "127.0.0.1:{port}", "launch_app:app"]
@@ -17,8 +17,14 @@ GUNICORN = [BIN / "gunicorn", "-b", "127.0.0.1:{port}", "launch_app:app"]
 
 def flask_ticker(server, *args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {**server.env, **env}
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "launch_app", "ticker", *args],
-                          cwd=HERE, env=environ, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "launch_app", "ticker", *args],
+        cwd=HERE,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def status_of(server) -> dict:
@@ -28,8 +34,11 @@ def status_of(server) -> dict:
 def test_list_agrees_with_every_worker_and_starts_no_job(serve):
     server = serve([BIN / "gunicorn", "-w", "4", *GUNICORN[1:]], JOB_INTERVAL="3600")
     server.wait_for_runs(1)
-    wait_until(lambda: all(job["runs"] == 1 and not job["running"]
-                           for job in status_of(server)["jobs"]), 20, "the first runs, saved")
+    wait_until(
+        lambda: all(job["runs"] == 1 and not job["running"] for job in status_of(server)["jobs"]),
+        20,
+        "the first runs, saved",
+    )
     runs = len(server.runs(""))
     listed = flask_ticker(server, "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -77,8 +86,7 @@ def test_run_of_an_unknown_job_lists_the_names_and_exits_2(serve):
 
 
 def test_run_of_a_job_the_deployment_is_running_does_not_run_it_again(serve):
-    server = serve([BIN / "gunicorn", "-w", "2", *GUNICORN[1:]],
-                   JOB_INTERVAL="4", JOB_SECONDS="2")
+    server = serve([BIN / "gunicorn", "-w", "2", *GUNICORN[1:]], JOB_INTERVAL="4", JOB_SECONDS="2")
     started = server.wait_for_runs(1, prefix="tick-v1")[0]
     wait_until(lambda: status_of(server)["jobs"][0]["running"], 20, "the run, saved")
     refused = flask_ticker(server, "run", "tick")

@@ -113,7 +113,7 @@ def test_the_quick_start_block_runs_as_pasted(block, tmp_path, monkeypatch):
     # Blank lines in front, so that a traceback gives the README's line numbers.
     code = "\n" * (block.line - 1) + block.code
     namespace = {"__name__": "readme_quickstart"}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README, as pasted
+    exec(compile(code, "README.md", "exec"), namespace)
 
     app = namespace.get("app")
     assert app is not None, "the block defines no `app`"

@@ -5,6 +5,7 @@ with fake clocks: no test sleeps to wait for time.  A run really occupies a
 pool thread until the fake clock passes its end, so "still running" is the
 scheduler's own, not a model of it.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,24 +49,30 @@ class World:
                 assert self.cond.wait_for(lambda: self.now >= start + duration, WAIT)
                 del self.ends[name]
                 self.cond.notify_all()
+
         return run
 
     def add(self, name: str, interval: float, duration: float, run_now: bool) -> None:
         self.starts[name], self.started_in[name] = [], []
-        self.ticker.every(interval, self.job(duration), name=name, run_now=run_now,
-                          args=(name,))
+        self.ticker.every(interval, self.job(duration), name=name, run_now=run_now, args=(name,))
 
     def settle(self) -> None:
         """Wait until every run that was started has begun, and every run
         that ends by now has ended, in the job's own figures too."""
         jobs = self.ticker.jobs
         with self.cond:
-            assert self.cond.wait_for(lambda: all(
-                (job.name in self.ends) == job.running or
-                (job.running and self.ends.get(job.name, math.inf) <= self.now)
-                for job in jobs if job.name in self.starts), WAIT)
             assert self.cond.wait_for(
-                lambda: all(end > self.now for end in self.ends.values()), WAIT)
+                lambda: all(
+                    (job.name in self.ends) == job.running
+                    or (job.running and self.ends.get(job.name, math.inf) <= self.now)
+                    for job in jobs
+                    if job.name in self.starts
+                ),
+                WAIT,
+            )
+            assert self.cond.wait_for(
+                lambda: all(end > self.now for end in self.ends.values()), WAIT
+            )
         for job in jobs:
             deadline = threading.Event()
             while job.running and job.name not in self.ends:
@@ -95,14 +102,18 @@ class World:
 intervals = st.sampled_from([0.5, 1.0, 2.5, 3.0, 7.0, 10.0])
 durations = st.floats(min_value=0.01, max_value=25.0)
 jobs = st.lists(st.tuples(intervals, durations, st.booleans()), min_size=1, max_size=4)
-steps = st.lists(st.one_of(
-    st.tuples(st.just("advance"), st.floats(min_value=0.01, max_value=4.0)),
-    st.tuples(st.just("suspend"), st.floats(min_value=5.0, max_value=60.0)),
-    st.tuples(st.just("pause"), st.integers(0, 3)),
-    st.tuples(st.just("resume"), st.integers(0, 3)),
-    st.tuples(st.just("cancel"), st.integers(0, 3)),
-    st.tuples(st.just("add"), st.tuples(intervals, durations, st.booleans())),
-), min_size=1, max_size=40)
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("advance"), st.floats(min_value=0.01, max_value=4.0)),
+        st.tuples(st.just("suspend"), st.floats(min_value=5.0, max_value=60.0)),
+        st.tuples(st.just("pause"), st.integers(0, 3)),
+        st.tuples(st.just("resume"), st.integers(0, 3)),
+        st.tuples(st.just("cancel"), st.integers(0, 3)),
+        st.tuples(st.just("add"), st.tuples(intervals, durations, st.booleans())),
+    ),
+    min_size=1,
+    max_size=40,
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -165,8 +176,7 @@ def test_random_schedules_keep_every_promise(initial, ops):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.floats(min_value=0.01, max_value=30.0), min_size=1, max_size=30),
-       intervals)
+@given(st.lists(st.floats(min_value=0.01, max_value=30.0), min_size=1, max_size=30), intervals)
 def test_due_ticks_are_runs_plus_skipped(advances, interval):
     world = World()
     world.add("job", interval, 0.01, True)
@@ -184,6 +194,7 @@ def test_due_ticks_are_runs_plus_skipped(advances, interval):
 
 # -- bad input is refused at registration, naming the argument and the value --
 
+
 def fresh_ticker() -> Ticker:
     app = Flask("fuzzed")
     app.config.update(TICKER_LOCK=False, TICKER_ENABLED=False)
@@ -191,8 +202,15 @@ def fresh_ticker() -> Ticker:
 
 
 anything = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=5), st.binary(max_size=3), st.timedeltas(), st.lists(st.integers(), max_size=2))
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.binary(max_size=3),
+    st.timedeltas(),
+    st.lists(st.integers(), max_size=2),
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -201,8 +219,11 @@ def test_every_accepts_a_good_interval_and_names_a_bad_one(interval):
     ticker = fresh_ticker()
     keep = ticker.every(60, print, name="keep")
     seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
-    good = (not isinstance(interval, bool) and isinstance(seconds, (int, float))
-            and 0 < seconds <= 100 * 365.25 * 86400)
+    good = (
+        not isinstance(interval, bool)
+        and isinstance(seconds, (int, float))
+        and 0 < seconds <= 100 * 365.25 * 86400
+    )
     if good:
         assert ticker.every(interval, print, name="new").interval == float(seconds)
     else:
@@ -228,8 +249,13 @@ def test_every_names_a_bad_name_or_function(value):
     assert ticker.jobs == [keep] or [j.name for j in ticker.jobs][:1] == ["keep"]
 
 
-KEYS = ["TICKER_ENABLED", "TICKER_MAX_WORKERS", "TICKER_SHUTDOWN_TIMEOUT", "TICKER_LOCK",
-        "TICKER_LOCK_RETRY"]
+KEYS = [
+    "TICKER_ENABLED",
+    "TICKER_MAX_WORKERS",
+    "TICKER_SHUTDOWN_TIMEOUT",
+    "TICKER_LOCK",
+    "TICKER_LOCK_RETRY",
+]
 
 
 @settings(max_examples=300, deadline=None)

@@ -5,6 +5,7 @@ Each "host" is a process of its own with an instance folder of its own, so
 that nothing but Redis is shared.  The in-process tests drive the runner
 with a fake clock, against the same real server.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,6 +65,7 @@ def tickers():
         ticker.every(10, lambda: ran.append(clock.now), name="often")
         made.append(ticker)
         return ticker, clock, ran
+
     yield make
     for ticker in made:
         ticker.stop(timeout=10)
@@ -76,25 +78,33 @@ def settle(ticker: Ticker) -> None:
 
 # -- bad input --
 
-@pytest.mark.parametrize("url", ["redis://localhost:nope/0", "redis://localhost/zero",
-                                 "unix://"])
+
+@pytest.mark.parametrize("url", ["redis://localhost:nope/0", "redis://localhost/zero", "unix://"])
 def test_a_malformed_redis_url_is_rejected_naming_ticker_lock(url):
     with pytest.raises(ValueError, match=f"TICKER_LOCK must be a Redis URL .* got '{url}'"):
         Ticker(redis_app(url))
 
 
-@pytest.mark.parametrize("url", [
-    "redis://:hunter2x@localhost:nope/0", "redis://:hun@ter2x@localhost:nope/0",
-    "redis://:hun/ter2x@localhost:6379/0", "redis://:hun?ter2x@localhost/0",
-    "redis://localhost:nope/0?password=hunter2x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2x@localhost:nope/0",
+        "redis://:hun@ter2x@localhost:nope/0",
+        "redis://:hun/ter2x@localhost:6379/0",
+        "redis://:hun?ter2x@localhost/0",
+        "redis://localhost:nope/0?password=hunter2x",
+    ],
+)
 def test_no_piece_of_the_password_of_a_rejected_url_is_shown(url):
     with pytest.raises(ValueError, match=r"\*\*\*") as raised:
         Ticker(redis_app(url))
     assert "hun" not in str(raised.value) and "ter2x" not in str(raised.value)
 
 
-@pytest.mark.parametrize("url", ["valkey://localhost:6379/0", " redis://localhost:6379/0",
-                                 "redis+sentinel://localhost:26379"])
+@pytest.mark.parametrize(
+    "url",
+    ["valkey://localhost:6379/0", " redis://localhost:6379/0", "redis+sentinel://localhost:26379"],
+)
 def test_a_url_of_another_scheme_is_rejected_never_taken_for_a_path(url):
     with pytest.raises(ValueError, match="TICKER_LOCK must be a path or a redis://"):
         Ticker(redis_app(url))
@@ -102,6 +112,7 @@ def test_a_url_of_another_scheme_is_rejected_never_taken_for_a_path(url):
 
 def test_an_asyncio_redis_client_is_rejected():
     import redis.asyncio
+
     with pytest.raises(TypeError, match="got an asyncio one"):
         Ticker(redis_app(redis.asyncio.Redis()))
 
@@ -112,17 +123,21 @@ def test_a_redis_url_without_redis_py_names_the_extra_to_install(monkeypatch):
         Ticker(redis_app("redis://127.0.0.1:6379/0"))
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("TICKER_LOCK_TTL", 0, "TICKER_LOCK_TTL must be finite seconds >= 0.01, got 0"),
-    ("TICKER_LOCK_TTL", "30", "TICKER_LOCK_TTL must be finite seconds >= 0.01, got '30'"),
-    ("TICKER_LOCK_KEY", "", "TICKER_LOCK_KEY must be a non-empty string, got ''"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("TICKER_LOCK_TTL", 0, "TICKER_LOCK_TTL must be finite seconds >= 0.01, got 0"),
+        ("TICKER_LOCK_TTL", "30", "TICKER_LOCK_TTL must be finite seconds >= 0.01, got '30'"),
+        ("TICKER_LOCK_KEY", "", "TICKER_LOCK_KEY must be a non-empty string, got ''"),
+    ],
+)
 def test_a_bad_lease_setting_is_rejected_naming_it(key, value, message):
     with pytest.raises(ValueError, match=message):
         Ticker(redis_app("redis://127.0.0.1:6379/0", **{key: value}))
 
 
 # -- one process, a fake clock, a real server --
+
 
 def test_a_redis_client_object_works_as_the_lock(redis_server, tickers):
     client = redis.Redis.from_url(redis_server.url)
@@ -136,7 +151,8 @@ def test_a_redis_client_object_works_as_the_lock(redis_server, tickers):
 
 
 def test_the_state_in_redis_is_the_same_in_every_process_and_survives_a_restart(
-        redis_server, tickers):
+    redis_server, tickers
+):
     first, clock, ran = tickers(redis_server.url)
     first.run_pending()
     settle(first)
@@ -160,8 +176,11 @@ def test_a_runner_whose_lease_was_taken_starts_no_run(redis_server, tickers, cap
     frozen.run_pending()
     settle(frozen)
     other, other_clock, other_ran = tickers(redis_server.url, TICKER_LOCK_TTL=0.2)
-    wait_until(lambda: (other.run_pending(), other.status()["is_runner"])[1], 10,
-               "the lease expired and taken over")
+    wait_until(
+        lambda: (other.run_pending(), other.status()["is_runner"])[1],
+        10,
+        "the lease expired and taken over",
+    )
     clock.now += 10
     frozen.run_pending()
     settle(frozen)
@@ -171,7 +190,8 @@ def test_a_runner_whose_lease_was_taken_starts_no_run(redis_server, tickers, cap
 
 
 def test_an_outage_stops_runs_within_the_ttl_is_logged_once_and_runs_resume_after(
-        redis_server, tickers, caplog):
+    redis_server, tickers, caplog
+):
     caplog.set_level(logging.INFO)
     ticker, clock, ran = tickers(redis_server.url, TICKER_LOCK_TTL=30)
     ticker.run_pending()
@@ -219,7 +239,8 @@ def test_with_redis_down_status_says_why_instead_of_raising(redis_server, ticker
 
 
 def test_a_tick_the_crashed_runner_may_have_started_unsaved_is_not_run_again(
-        redis_server, tickers):
+    redis_server, tickers
+):
     # The runner last saved a sign of life at 1001; it may have gone on
     # starting runs until a TTL after that, unseen, so it may have run the
     # tick at 1010.  (Deleting the key stands in for waiting out its TTL.)
@@ -291,11 +312,16 @@ def test_a_custom_redis_key_is_used(redis_server, tickers):
 
 # -- hosts: processes of their own, sharing only Redis --
 
+
 def host(serve, tmp_path: Path, name: str, url: str, args=None, **env):
     """One host: app.run() by default, its own instance folder."""
-    return serve(args or [PY, "launch_app.py"], INSTANCE_PATH=str(tmp_path / name),
-                 FLASK_TICKER_LOCK=url, FLASK_TICKER_LOCK_TTL=str(TTL),
-                 **{"JOB_INTERVAL": str(INTERVAL), **env})
+    return serve(
+        args or [PY, "launch_app.py"],
+        INSTANCE_PATH=str(tmp_path / name),
+        FLASK_TICKER_LOCK=url,
+        FLASK_TICKER_LOCK_TTL=str(TTL),
+        **{"JOB_INTERVAL": str(INTERVAL), **env},
+    )
 
 
 def status_of(server, name: str) -> tuple[dict, dict]:
@@ -309,7 +335,8 @@ def saved_runs(server, name: str) -> int:
 
 
 def test_two_hosts_on_one_redis_run_each_tick_once_and_show_the_same_status(
-        serve, tmp_path, redis_server):
+    serve, tmp_path, redis_server
+):
     gunicorn = [BIN / "gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "launch_app:app"]
     a = host(serve, tmp_path, "a", redis_server.url, gunicorn)
     b = host(serve, tmp_path, "b", redis_server.url, gunicorn)
@@ -322,12 +349,14 @@ def test_two_hosts_on_one_redis_run_each_tick_once_and_show_the_same_status(
     def shown(server):
         status, hourly = status_of(server, "hourly")
         return status["runner"], hourly["runs"], hourly["last_run"]
+
     wait_until(lambda: shown(a) == shown(b) and shown(a)[1] == 1, 20, "the same status")
     assert shown(a)[0]["pid"] == runs[-1].pid
 
 
 def test_when_the_runner_host_is_killed_another_takes_over_on_the_same_grid(
-        serve, tmp_path, redis_server):
+    serve, tmp_path, redis_server
+):
     a = host(serve, tmp_path, "a", redis_server.url)
     first = a.wait_for_runs(4)
     b = host(serve, tmp_path, "b", redis_server.url)
@@ -345,8 +374,7 @@ def test_when_the_runner_host_is_killed_another_takes_over_on_the_same_grid(
     assert len(b.runs("hourly")) == 1  # run_now ran once, on the first host
 
 
-def test_a_host_frozen_past_the_ttl_starts_no_run_once_it_resumes(
-        serve, tmp_path, redis_server):
+def test_a_host_frozen_past_the_ttl_starts_no_run_once_it_resumes(serve, tmp_path, redis_server):
     a = host(serve, tmp_path, "a", redis_server.url)
     a.wait_for_runs(3)
     b = host(serve, tmp_path, "b", redis_server.url)
@@ -364,7 +392,8 @@ def test_a_host_frozen_past_the_ttl_starts_no_run_once_it_resumes(
 
 
 def test_with_redis_down_no_host_starts_runs_and_both_serve_then_one_resumes(
-        serve, tmp_path, redis_server):
+    serve, tmp_path, redis_server
+):
     a = host(serve, tmp_path, "a", redis_server.url)
     b = host(serve, tmp_path, "b", redis_server.url)
     a.wait_for_runs(3)
@@ -386,7 +415,8 @@ def test_with_redis_down_no_host_starts_runs_and_both_serve_then_one_resumes(
 
 
 def test_redis_unreachable_at_start_warns_once_and_jobs_start_once_it_is_up(
-        serve, tmp_path, redis_server):
+    serve, tmp_path, redis_server
+):
     redis_server.stop()
     a = host(serve, tmp_path, "a", redis_server.url)
     a.wait_until_serving()
@@ -399,7 +429,8 @@ def test_redis_unreachable_at_start_warns_once_and_jobs_start_once_it_is_up(
 
 
 def test_a_wrong_redis_password_is_logged_clearly_while_the_app_serves(
-        serve, tmp_path, redis_server):
+    serve, tmp_path, redis_server
+):
     redis.Redis.from_url(redis_server.url).config_set("requirepass", "s3cret")
     url = f"redis://:hunter2x@127.0.0.1:{redis_server.port}/0"
     a = host(serve, tmp_path, "a", url)
@@ -425,8 +456,10 @@ def test_a_restart_of_every_host_keeps_the_schedule(serve, tmp_path, redis_serve
 def test_an_at_job_runs_once_on_two_hosts(serve, tmp_path, redis_server):
     due = int(time.time()) + 10  # room for two hosts to start on a loaded machine
     at = datetime.fromtimestamp(due, timezone.utc).strftime("%H:%M:%S")
-    hosts = [host(serve, tmp_path, name, redis_server.url, JOB_AT=at, JOB_INTERVAL="3600")
-             for name in ("a", "b")]
+    hosts = [
+        host(serve, tmp_path, name, redis_server.url, JOB_AT=at, JOB_INTERVAL="3600")
+        for name in ("a", "b")
+    ]
     for server in hosts:
         server.wait_until_serving()
     assert time.time() < due - 1, "the hosts took too long to start for this test"

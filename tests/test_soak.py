@@ -4,6 +4,7 @@ while, with the default lock file.
 Not part of the default run: ``pytest -m soak`` runs it for SOAK_SECONDS
 (60 by default); CI runs it for 10.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,6 +43,7 @@ def test_a_soak_keeps_threads_memory_and_punctuality_flat(tmp_path):
         def run() -> None:
             late = (time.monotonic() - origin[0]) % interval
             buckets[min(1000, int(late * 10_000))] += 1
+
         return run
 
     ticker = Ticker()

@@ -1,5 +1,6 @@
 """at=: jobs at a time of the local clock, driven through DST changes and
 wall-clock steps with the injectable clocks, in milliseconds."""
+
 from __future__ import annotations
 
 import time
@@ -53,6 +54,7 @@ def ticker_at(tmp_path):
         ticker = Ticker(app, clock=clocks, wall_clock=clocks.wall)
         made.append(ticker)
         return ticker, clocks
+
     yield make
     for ticker in made:
         ticker.stop(timeout=10)
@@ -73,8 +75,7 @@ def step_through(ticker: Ticker, clocks: Clocks, until: float) -> None:
         ticker.run_pending()
         while any(job.running for job in ticker.jobs):
             time.sleep(0.0005)
-        due = min((job.next_run.timestamp() for job in ticker.jobs if job.next_run),
-                  default=until)
+        due = min((job.next_run.timestamp() for job in ticker.jobs if job.next_run), default=until)
         clocks.now += max(1e-3, min(due, until) - clocks.wall())
     raise AssertionError(f"still short of {local(until)} after 10,000 passes")
 
@@ -88,8 +89,11 @@ def test_a_daily_job_runs_at_its_local_time_not_when_the_ticker_starts(ticker_at
     runs, job_func = recorder(clocks)
     job = ticker.every(timedelta(days=1), job_func, name="nightly", at="03:00")
     step_through(ticker, clocks, berlin("2026-12-05 12:00:00").timestamp())
-    assert runs == ["2026-12-03 03:00:00 CET", "2026-12-04 03:00:00 CET",
-                    "2026-12-05 03:00:00 CET"]
+    assert runs == [
+        "2026-12-03 03:00:00 CET",
+        "2026-12-04 03:00:00 CET",
+        "2026-12-05 03:00:00 CET",
+    ]
     assert job.next_run == datetime(2026, 12, 6, 2, 0, tzinfo=timezone.utc)
     assert job.tz == BERLIN and job.at == "03:00"
 
@@ -102,14 +106,26 @@ def test_run_now_runs_once_at_once_then_at_the_wall_times(ticker_at):
     assert runs == ["2026-12-02 10:00:00 CET", "2026-12-03 03:00:00 CET"]
 
 
-@pytest.mark.parametrize("at, expected", [
-    ("02:30", ["2026-03-28 02:30:00 CET", "2026-03-29 03:00:00 CEST",  # skipped: after the gap
-               "2026-03-30 02:30:00 CEST"]),
-    ("03:00", ["2026-03-28 03:00:00 CET", "2026-03-29 03:00:00 CEST",
-               "2026-03-30 03:00:00 CEST"]),
-])
+@pytest.mark.parametrize(
+    "at, expected",
+    [
+        (
+            "02:30",
+            [
+                "2026-03-28 02:30:00 CET",
+                "2026-03-29 03:00:00 CEST",  # skipped: after the gap
+                "2026-03-30 02:30:00 CEST",
+            ],
+        ),
+        (
+            "03:00",
+            ["2026-03-28 03:00:00 CET", "2026-03-29 03:00:00 CEST", "2026-03-30 03:00:00 CEST"],
+        ),
+    ],
+)
 def test_on_a_spring_forward_day_only_a_skipped_time_moves_to_the_gaps_end(
-        ticker_at, at, expected):
+    ticker_at, at, expected
+):
     ticker, clocks = ticker_at(berlin("2026-03-27 12:00:00"))
     runs, job_func = recorder(clocks)
     ticker.every(DAY, job_func, name="nightly", at=at)
@@ -130,8 +146,12 @@ def test_an_hourly_job_runs_once_in_each_real_hour_across_fall_back(ticker_at):
     runs, job_func = recorder(clocks)
     ticker.every(HOUR, job_func, name="quarter", at=":15")
     step_through(ticker, clocks, berlin("2026-10-25 04:00:00").timestamp())
-    assert runs == ["2026-10-25 01:15:00 CEST", "2026-10-25 02:15:00 CEST",
-                    "2026-10-25 02:15:00 CET", "2026-10-25 03:15:00 CET"]
+    assert runs == [
+        "2026-10-25 01:15:00 CEST",
+        "2026-10-25 02:15:00 CEST",
+        "2026-10-25 02:15:00 CET",
+        "2026-10-25 03:15:00 CET",
+    ]
 
 
 def test_a_weekly_job_runs_on_its_day(ticker_at):
@@ -177,8 +197,10 @@ def test_a_machine_asleep_across_the_time_runs_it_once_on_waking(ticker_at):
 
 def test_a_factory_declaring_a_job_again_in_another_zone_moves_its_next_time(ticker_at):
     ticker, clocks = ticker_at(berlin("2026-12-02 10:00:00"))
+
     def nightly() -> None:
         pass
+
     job = ticker.every(DAY, nightly, at="03:00", tz="Europe/Berlin")
     ticker.run_pending()
     ticker.stop()
@@ -202,21 +224,27 @@ def run_nightly(ticker_at, start: str, until: str) -> list[str]:
 def test_a_restart_just_before_the_time_runs_it_once_at_the_time(ticker_at):
     assert run_nightly(ticker_at, "2026-12-02 10:00:00", "2026-12-03 02:59:59") == []
     assert run_nightly(ticker_at, "2026-12-03 02:59:59", "2026-12-04 12:00:00") == [
-        "2026-12-03 03:00:00 CET", "2026-12-04 03:00:00 CET"]
+        "2026-12-03 03:00:00 CET",
+        "2026-12-04 03:00:00 CET",
+    ]
 
 
 def test_a_restart_after_missed_times_runs_once_at_once(ticker_at):
     assert run_nightly(ticker_at, "2026-12-02 10:00:00", "2026-12-03 12:00:00") == [
-        "2026-12-03 03:00:00 CET"]
+        "2026-12-03 03:00:00 CET"
+    ]
     # Down for three nights:
     assert run_nightly(ticker_at, "2026-12-06 12:00:00", "2026-12-07 12:00:00") == [
-        "2026-12-06 12:00:00 CET", "2026-12-07 03:00:00 CET"]
+        "2026-12-06 12:00:00 CET",
+        "2026-12-07 03:00:00 CET",
+    ]
 
 
 def test_a_job_that_never_ran_runs_at_start_if_its_first_time_passed_while_down(ticker_at):
     assert run_nightly(ticker_at, "2026-12-02 10:00:00", "2026-12-02 10:00:01") == []
     assert run_nightly(ticker_at, "2026-12-03 09:00:00", "2026-12-03 10:00:00") == [
-        "2026-12-03 09:00:00 CET"]
+        "2026-12-03 09:00:00 CET"
+    ]
 
 
 def test_a_restart_after_a_catch_up_run_does_not_run_it_again(ticker_at):
@@ -269,20 +297,26 @@ def test_status_keeps_utc_and_adds_the_time_and_zone_which_list_shows(ticker_at)
     assert "at 03:00 Europe/Berlin" in out and "next 2026-12-03 03:00:00 CET" in out, out
 
 
-@pytest.mark.parametrize("interval, kwargs, message", [
-    (DAY, {"at": "25:00"}, r"at must be 'HH:MM\[:SS\]' .* got '25:00'"),
-    (DAY, {"at": "3am"}, "at must be .* got '3am'"),
-    (HOUR, {"at": ":75"}, "at must be .* got ':75'"),
-    (DAY, {"at": "xyz 09:00"}, "at must be .* got 'xyz 09:00'"),
-    (HOUR, {"at": "03:00"}, "at='03:00' needs interval=86400 .* got interval=3600"),
-    (DAY, {"at": ":15"}, "at=':15' needs interval=3600 .* got interval=86400"),
-    (DAY, {"at": "mon 09:00"}, "at='mon 09:00' needs interval=604800 .* got interval=86400"),
-    (7200, {"at": "03:00"}, "at='03:00' needs interval=86400 .* got interval=7200"),
-    (DAY, {"at": "03:00", "tz": "Mars/Olympus"}, "tz must be a zoneinfo key .* 'Mars/Olympus'"),
-    (DAY, {"tz": "Europe/Berlin"}, "tz= needs at=, got tz='Europe/Berlin'"),
-])
-def test_bad_wall_clock_input_is_rejected_naming_the_argument_and_value(
-        interval, kwargs, message):
+@pytest.mark.parametrize(
+    "interval, kwargs, message",
+    [
+        (DAY, {"at": "25:00"}, r"at must be 'HH:MM\[:SS\]' .* got '25:00'"),
+        (DAY, {"at": "3am"}, "at must be .* got '3am'"),
+        (HOUR, {"at": ":75"}, "at must be .* got ':75'"),
+        (DAY, {"at": "xyz 09:00"}, "at must be .* got 'xyz 09:00'"),
+        (HOUR, {"at": "03:00"}, "at='03:00' needs interval=86400 .* got interval=3600"),
+        (DAY, {"at": ":15"}, "at=':15' needs interval=3600 .* got interval=86400"),
+        (DAY, {"at": "mon 09:00"}, "at='mon 09:00' needs interval=604800 .* got interval=86400"),
+        (7200, {"at": "03:00"}, "at='03:00' needs interval=86400 .* got interval=7200"),
+        (
+            DAY,
+            {"at": "03:00", "tz": "Mars/Olympus"},
+            "tz must be a zoneinfo key .* 'Mars/Olympus'",
+        ),
+        (DAY, {"tz": "Europe/Berlin"}, "tz= needs at=, got tz='Europe/Berlin'"),
+    ],
+)
+def test_bad_wall_clock_input_is_rejected_naming_the_argument_and_value(interval, kwargs, message):
     ticker = Ticker(Flask("bad"))
     with pytest.raises(ValueError, match=message):
         ticker.every(interval, lambda: None, name="job", **kwargs)
@@ -297,6 +331,7 @@ def test_a_pytz_zone_is_rejected_with_its_name(ticker_at):
 
         def localize(self, dt):
             return dt
+
     ticker = Ticker(Flask("pytz"))
     with pytest.raises(TypeError, match="a pytz zone; pass its name, 'Europe/Berlin'"):
         ticker.every(DAY, lambda: None, at="03:00", tz=PytzLike())
@@ -305,8 +340,9 @@ def test_a_pytz_zone_is_rejected_with_its_name(ticker_at):
 def test_an_unknown_ticker_timezone_is_rejected_at_init_app():
     app = Flask("bad")
     app.config["TICKER_TIMEZONE"] = "Europe/Atlantis"
-    with pytest.raises(ValueError, match="TICKER_TIMEZONE must be a zoneinfo key .*"
-                                         "'Europe/Atlantis'"):
+    with pytest.raises(
+        ValueError, match="TICKER_TIMEZONE must be a zoneinfo key .*'Europe/Atlantis'"
+    ):
         Ticker(app)
 
 
@@ -322,8 +358,9 @@ def test_the_default_zone_comes_from_tz(monkeypatch):
 ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC"]
 
 
-def expected_times(zone: ZoneInfo, period: int, weekday, seconds: int,
-                   start: float, end: float) -> list[str]:
+def expected_times(
+    zone: ZoneInfo, period: int, weekday, seconds: int, start: float, end: float
+) -> list[str]:
     """The documented times in (start, end), found by scanning every minute:
     the oracle shares no code with the module."""
     found, days = [], set()  # a day's time comes once, the first of two
@@ -337,8 +374,12 @@ def expected_times(zone: ZoneInfo, period: int, weekday, seconds: int,
             # itself, the end of a gap that skipped it, or the first of two.
             of_day = shown.hour * 3600 + shown.minute * 60
             earlier = before.hour * 3600 + before.minute * 60
-            hit = of_day >= seconds and (before.date() != shown.date() or earlier < seconds) \
-                and (weekday is None or shown.weekday() == weekday) and shown.date() not in days
+            hit = (
+                of_day >= seconds
+                and (before.date() != shown.date() or earlier < seconds)
+                and (weekday is None or shown.weekday() == weekday)
+                and shown.date() not in days
+            )
             if hit:
                 days.add(shown.date())
         if hit:
@@ -348,16 +389,28 @@ def expected_times(zone: ZoneInfo, period: int, weekday, seconds: int,
 
 
 @settings(max_examples=40, deadline=None)
-@given(zone=st.sampled_from(ZONES),
-       period=st.sampled_from([HOUR, DAY, WEEK]),
-       weekday=st.integers(0, 6),
-       hour=st.sampled_from([0, 1, 2, 3, 12, 23]) | st.integers(0, 23),
-       minute=st.sampled_from([0, 15, 30, 45]) | st.integers(0, 59),
-       start=st.sampled_from(["2026-03-07", "2026-03-27", "2026-04-04", "2026-09-30",
-                              "2026-10-24", "2026-10-31", "2026-12-02"]),
-       steps=st.lists(st.sampled_from([3600, -3600]), max_size=2))
+@given(
+    zone=st.sampled_from(ZONES),
+    period=st.sampled_from([HOUR, DAY, WEEK]),
+    weekday=st.integers(0, 6),
+    hour=st.sampled_from([0, 1, 2, 3, 12, 23]) | st.integers(0, 23),
+    minute=st.sampled_from([0, 15, 30, 45]) | st.integers(0, 59),
+    start=st.sampled_from(
+        [
+            "2026-03-07",
+            "2026-03-27",
+            "2026-04-04",
+            "2026-09-30",
+            "2026-10-24",
+            "2026-10-31",
+            "2026-12-02",
+        ]
+    ),
+    steps=st.lists(st.sampled_from([3600, -3600]), max_size=2),
+)
 def test_random_times_run_as_documented_once_each_across_dst_and_clock_steps(
-        zone, period, weekday, hour, minute, start, steps):
+    zone, period, weekday, hour, minute, start, steps
+):
     tz = ZoneInfo(zone)
     begin = datetime.strptime(start, "%Y-%m-%d").replace(hour=12, tzinfo=tz)
     days = 16 if period == WEEK else 9 if period == DAY else 3
@@ -383,12 +436,12 @@ def test_random_times_run_as_documented_once_each_across_dst_and_clock_steps(
             if nearest > 2 * HOUR and period != HOUR:
                 clocks.step(step)
         step_through(ticker, clocks, end)
-        assert runs == expected_times(tz, period, weekday if period == WEEK else None,
-                                      seconds, begin.timestamp(), end)
+        assert runs == expected_times(
+            tz, period, weekday if period == WEEK else None, seconds, begin.timestamp(), end
+        )
     finally:
         ticker.stop(timeout=10)
 
 
 def ticker_times(ticker: Ticker) -> list[float]:
     return [job.next_run.timestamp() for job in ticker.jobs if job.next_run]
-

@@ -4,6 +4,7 @@ Real processes again: a maintenance script, a pytest suite, the common
 run.py layout, an unknown WSGI server, and gunicorn with an instance folder
 it cannot write.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,17 +26,30 @@ PY = sys.executable
 def run_python(tmp_path: Path, code: str, *args: str, timeout: float = 60, **env: str):
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(code))
-    environ = {**os.environ, "RUNS_FILE": str(tmp_path / "runs.txt"),
-               "INSTANCE_PATH": str(tmp_path / "instance"), "JOB_INTERVAL": "0.05",
-               "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}", **env}
+    environ = {
+        **os.environ,
+        "RUNS_FILE": str(tmp_path / "runs.txt"),
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "JOB_INTERVAL": "0.05",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}",
+        **env,
+    }
     for inherited in ("WERKZEUG_RUN_MAIN", "FLASK_RUN_FROM_CLI", "CI"):
         environ.pop(inherited, None)
-    return subprocess.run([PY, *args, str(script)], cwd=tmp_path, env=environ,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [PY, *args, str(script)],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_a_script_that_builds_the_app_runs_no_job_and_holds_no_lock(tmp_path):
-    result = run_python(tmp_path, """
+    result = run_python(
+        tmp_path,
+        """
         import time
         from factory_app import create_app, ticker
 
@@ -45,7 +59,8 @@ def test_a_script_that_builds_the_app_runs_no_job_and_holds_no_lock(tmp_path):
         time.sleep(0.5)           # long enough for a 0.05 s job to run often
         status = ticker.status()
         print(count, ticker.running, status["runner"], status["is_runner"])
-    """)
+    """,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2", "False", "None", "False"]
     assert not (tmp_path / "runs.txt").exists()
@@ -53,7 +68,9 @@ def test_a_script_that_builds_the_app_runs_no_job_and_holds_no_lock(tmp_path):
 
 
 def test_a_pytest_suite_runs_no_job_unless_it_asks(tmp_path):
-    result = run_python(tmp_path, """
+    result = run_python(
+        tmp_path,
+        """
         import os
         import pytest
         from factory_app import create_app, ticker
@@ -78,7 +95,15 @@ def test_a_pytest_suite_runs_no_job_unless_it_asks(tmp_path):
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
             assert ticker.stop(10)
-    """, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider")
+    """,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:cacheprovider",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
 
@@ -93,12 +118,18 @@ def test_run_py_with_a_factory_and_the_reloader_runs_each_tick_once_in_the_child
 
 
 def test_an_unknown_server_gets_the_jobs_at_its_first_request(serve):
-    server = serve([PY, "-c", textwrap.dedent("""
+    server = serve(
+        [
+            PY,
+            "-c",
+            textwrap.dedent("""
         import os
         from wsgiref.simple_server import make_server
         from launch_app import app
         make_server("127.0.0.1", int(os.environ["PORT"]), app).serve_forever()
-    """)])
+    """),
+        ]
+    )
     time.sleep(1.5)  # wsgiref is up long before this; jobs wait for a request
     assert server.runs("") == []
     assert int(server.get()) == server.pid
@@ -111,8 +142,10 @@ def test_gunicorn_with_an_unusable_lock_file_serves_says_why_and_runs_no_job(ser
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     instance = blocked / "instance"  # under a regular file: even root cannot create it
-    server = serve([BIN / "gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "launch_app:app"],
-                   INSTANCE_PATH=str(instance))
+    server = serve(
+        [BIN / "gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "launch_app:app"],
+        INSTANCE_PATH=str(instance),
+    )
     server.wait_until_serving()
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=10) as response:
         assert response.status == 200
@@ -125,17 +158,21 @@ def test_gunicorn_with_an_unusable_lock_file_serves_says_why_and_runs_no_job(ser
 
 
 def test_a_failing_job_under_gunicorn_logs_with_a_time_and_a_level(serve):
-    server = serve([BIN / "gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "launch_app:app"],
-                   JOB_FAILS="1")
+    server = serve(
+        [BIN / "gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "launch_app:app"], JOB_FAILS="1"
+    )
     server.wait_for_runs(2)
-    line = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,.]+\] ERROR in flask_ticker: job 'tick' failed",
-                      re.M)
+    line = re.compile(
+        r"^\[\d{4}-\d\d-\d\d [\d:,.]+\] ERROR in flask_ticker: job 'tick' failed", re.M
+    )
     wait_until(lambda: line.search(server.output()), 20, "a formatted error line")
 
 
 def test_the_example_page_shows_a_lock_it_cannot_use_and_clears_its_note(tmp_path):
     (tmp_path / "plain").write_text("not a folder")
-    result = run_python(tmp_path, """
+    result = run_python(
+        tmp_path,
+        """
         import time
         from example_app import app
 
@@ -151,7 +188,10 @@ def test_the_example_page_shows_a_lock_it_cannot_use_and_clears_its_note(tmp_pat
             time.sleep(0.1)
         assert "A slow task was queued" not in client.get(queued).text
         print("ok")
-    """, FLASK_DATABASE=str(tmp_path / "example.sqlite3"), FLASK_TICKER_ENABLED="false",
-        FLASK_TICKER_LOCK=str(tmp_path / "plain" / "x.lock"))
+    """,
+        FLASK_DATABASE=str(tmp_path / "example.sqlite3"),
+        FLASK_TICKER_ENABLED="false",
+        FLASK_TICKER_LOCK=str(tmp_path / "plain" / "x.lock"),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.split() == ["ok"]
