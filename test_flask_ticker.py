@@ -530,7 +530,7 @@ def test_stop_wakes_an_idle_loop_at_once_and_ends_its_thread(app):
     began = time.monotonic()
     assert ticker.stop() is True
     assert time.monotonic() - began < WAIT  # not the hour the loop sleeps for
-    assert not thread.is_alive() and not ticker.running
+    assert not thread.is_alive() and not ticker.started
     assert ticker.jobs[0].next_run is None
 
 
@@ -578,7 +578,7 @@ def test_start_and_stop_are_idempotent_and_a_stopped_ticker_restarts(ticker, clo
     assert len(scheduler_threads()) == before + 1
     settle(job)
     assert ticker.stop() and ticker.stop()
-    assert len(scheduler_threads()) == before and not ticker.running
+    assert len(scheduler_threads()) == before and not ticker.started
     clock.now += 3
     ticker.start()
     settle(job)
@@ -884,12 +884,12 @@ def test_config_defaults_are_set_on_the_app():
 
 def test_enabled_true_starts_at_once_and_false_never_starts():
     enabled = Ticker(make_app("enabled", TICKER_ENABLED=True))
-    assert enabled.running
+    assert enabled.started
     assert enabled.stop(WAIT)
     disabled = make_app("disabled", TICKER_ENABLED=False)
     ticker = Ticker(disabled)
     disabled.test_client().get("/")
-    assert not ticker.running
+    assert not ticker.started
 
 
 def test_unset_an_unknown_server_starts_the_ticker_at_its_first_request():
@@ -897,9 +897,9 @@ def test_unset_an_unknown_server_starts_the_ticker_at_its_first_request():
     ticker = Ticker(app)
     ran = []
     ticker.every(3600, lambda: ran.append(1), name="hourly")
-    assert app.config["TICKER_ENABLED"] is None and not ticker.running
+    assert app.config["TICKER_ENABLED"] is None and not ticker.started
     app.test_client().get("/")
-    assert ticker.running
+    assert ticker.started
     wait_until(lambda: ran == [1])
     app.test_client().get("/")
     assert ticker.stop(WAIT) and ran == [1]
@@ -911,7 +911,7 @@ def test_under_testing_the_ticker_does_not_start_and_job_run_works(caplog):
     ticker = Ticker(app)
     job = ticker.every(3600, lambda: "ran", name="hourly")
     app.test_client().get("/")
-    assert not ticker.running and job.next_run is None
+    assert not ticker.started and job.next_run is None
     assert job.run() == "ran"
     assert "TESTING is set" in caplog.text
 
@@ -1104,7 +1104,7 @@ def test_the_default_lock_file_and_its_state_are_private_and_the_folder_is_creat
     wait_until(lambda: job.runs == 1)
     wait_until(lambda: (instance / "flask_ticker-my_app.lock.state").exists())
     assert instance.stat().st_mode & 0o777 == 0o700
-    for suffix in ("", ".state", ".runner"):
+    for suffix in ("", ".state"):
         path = instance / f"flask_ticker-my_app.lock{suffix}"
         assert path.stat().st_mode & 0o777 == 0o600, path
     assert ticker.stop(WAIT)
@@ -1119,7 +1119,7 @@ def test_a_symlinked_lock_file_is_refused_and_the_app_still_serves(tmp_path, cap
     ticker = Ticker(app)
     ran = []
     ticker.every(1, lambda: ran.append(1), name="often")
-    assert not ticker.running and not target.exists()
+    assert not ticker.started and not target.exists()
     [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert str(lock) in error.getMessage() and "TICKER_LOCK" in error.getMessage()
     assert app.test_client().get("/").status_code == 404  # it serves (no routes)
@@ -1381,11 +1381,7 @@ def test_a_process_with_fewer_jobs_keeps_the_others_history(tmp_path):
 def test_a_damaged_state_file_is_ignored_with_a_warning(tmp_path, caplog):
     (tmp_path / "instance").mkdir()
     state = tmp_path / "instance" / "flask_ticker-deployed.lock.state"
-    state.write_text(
-        '{"fields": ["interval", "origin", "last_due", "last_run", '
-        '"last_duration", "last_error", "runs", "failures", "skipped", '
-        '"next_due", "running", "paused"]}\n["sync", 60, trunc'
-    )
+    state.write_text('{"version": 2, "runner": null, "folded": 0.0}\n{"name": "sync", trunc')
     clock = FakeClock()
     ticker = deployment(tmp_path, clock)
     rec = Recorder(clock)
@@ -1620,7 +1616,7 @@ def test_stop_from_inside_a_job_does_not_deadlock(app):
     ticker.every(3600, lambda: (ticker.stop(WAIT), stopped.set()), name="stopper")
     ticker.start()
     assert stopped.wait(WAIT)
-    wait_until(lambda: not ticker.running)
+    wait_until(lambda: not ticker.started)
 
 
 def test_stop_from_two_threads_at_once_is_safe(app):
@@ -1638,7 +1634,7 @@ def test_stop_from_two_threads_at_once_is_safe(app):
     release.set()
     for stopper in stoppers:
         stopper.join(WAIT)
-    assert results == [True, True] and not ticker.running
+    assert results == [True, True] and not ticker.started
 
 
 def test_start_stop_cycles_leak_no_threads(app):
@@ -1671,7 +1667,7 @@ def test_a_fault_in_the_scheduler_itself_is_logged_critical_and_the_loop_goes_on
     wait_until(lambda: len(ran) >= 3)
     [record] = [r for r in caplog.records if r.levelno == logging.CRITICAL]
     assert "scheduler failed" in record.getMessage() and record.exc_info[0] is RuntimeError
-    assert ticker.running
+    assert ticker.started
     assert ticker.stop(WAIT)
 
 
@@ -1763,7 +1759,7 @@ def test_flask_ticker_list_shows_each_job_and_json_shows_the_status(tmp_path):
     assert "broken  every 1m" in lines[2] and "failed 0s ago: ZeroDivisionError" in lines[2]
     as_json = runner.invoke(args=["ticker", "list", "--json"])
     assert json.loads(as_json.output)["jobs"] == ticker.status()["jobs"]
-    assert not ticker.running
+    assert not ticker.started
 
 
 def test_flask_ticker_run_runs_the_job_and_says_how_it_went(tmp_path):
@@ -1782,7 +1778,7 @@ def test_flask_ticker_run_runs_the_job_and_says_how_it_went(tmp_path):
     assert "Traceback" not in unknown.output
     missing = runner.invoke(args=["ticker", "run"])
     assert missing.exit_code == 2 and "Missing argument" in missing.output
-    assert not ticker.running
+    assert not ticker.started
 
 
 def add_the_docs_health_check(app: Flask, ticker: Ticker) -> None:

@@ -45,7 +45,7 @@ def test_list_agrees_with_every_worker_and_starts_no_job(serve):
     mine = json.loads(listed.stdout)
     page = status_of(server)
     assert mine["jobs"] == page["jobs"] and mine["runner"] == page["runner"]
-    assert not mine["is_runner"] and not mine["running"]
+    assert not mine["is_runner"] and not mine["started"]
     text = flask_ticker(server, "list")
     assert text.returncode == 0
     assert f"run by process {page['runner']['pid']}" in text.stdout

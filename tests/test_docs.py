@@ -121,7 +121,7 @@ def test_the_quick_start_block_runs_as_pasted(block, tmp_path, monkeypatch):
     assert isinstance(ticker, Ticker), "the block's app has no Ticker"
     try:
         assert ticker.jobs, "the block registers no job"
-        assert not ticker.running, "the ticker started where the app is not served"
+        assert not ticker.started, "the ticker started where the app is not served"
         for job in ticker.jobs:  # the names that flask ticker list shows and run takes
             assert "<locals>" not in job.name
             assert ticker.get(job.name) is job

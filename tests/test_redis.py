@@ -444,6 +444,7 @@ def test_a_wrong_redis_password_is_logged_clearly_while_the_app_serves(
 
 def test_a_restart_of_every_host_keeps_the_schedule(serve, tmp_path, redis_server):
     a = host(serve, tmp_path, "a", redis_server.url, JOB_INTERVAL="3600")
+    a.wait_until_serving()  # its jobs may run before it listens
     a.wait_for_runs(1, prefix="hourly")
     wait_until(lambda: saved_runs(a, "hourly") == saved_runs(a, "tick") == 1, 20, "saved")
     a.stop()

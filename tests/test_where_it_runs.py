@@ -58,7 +58,7 @@ def test_a_script_that_builds_the_app_runs_no_job_and_holds_no_lock(tmp_path):
             count = len(ticker.jobs)
         time.sleep(0.5)           # long enough for a 0.05 s job to run often
         status = ticker.status()
-        print(count, ticker.running, status["runner"], status["is_runner"])
+        print(count, ticker.started, status["runner"], status["is_runner"])
     """,
     )
     assert result.returncode == 0, result.stderr
@@ -81,14 +81,14 @@ def test_a_pytest_suite_runs_no_job_unless_it_asks(tmp_path):
 
         def test_testing_runs_no_job_and_job_run_works(app):
             app.test_client().get("/")
-            assert not ticker.running
+            assert not ticker.started
             ticker.get("hourly").run()  # its short name, as flask ticker list shows it
             assert open(os.environ["RUNS_FILE"]).read().split()[2:] == ["hourly"]
 
         def test_enabled_runs_the_jobs_at_once_without_a_request(tmp_path):
             os.remove(os.environ["RUNS_FILE"])
             create_app({"TESTING": True, "TICKER_ENABLED": True})
-            assert ticker.running
+            assert ticker.started
             import time
             deadline = time.monotonic() + 10
             while not os.path.exists(os.environ["RUNS_FILE"]):
