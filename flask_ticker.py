@@ -18,23 +18,16 @@ after the response, without cron, a job store or a scheduler package::
         run_in_background(send_welcome_mail, request.form["email"])
         return "ok"
 
-Jobs run only where the app is served: never in a CLI command, a script
-that builds the app, or a test suite with ``TESTING`` set.  Each run gets a
-fresh app context, on a small pool of daemon threads.  Runs follow a
-fixed-rate grid on ``time.monotonic()``: they do not drift or overlap, and
-runs missed while the process slept coalesce into one.  A failing run is
-logged with its traceback and the job keeps its schedule.  ``at="03:00"``
-runs a daily job at 03:00 local time, DST days included.
+Jobs run only where the app is served, each in a fresh app context on a
+small pool of daemon threads, on a fixed-rate grid that does not drift.
+Several processes share a lease (a lock file, or Redis for several hosts):
+only its holder runs the jobs, and it keeps the state that they all read.
+No cron expressions, no retries.
 
-Several processes serving one app share a lease, by default a lock file in
-the instance folder: only its holder runs the jobs, and it keeps the
-deployment's state beside it, which every process reads.  Several hosts
-share a lease in Redis.  Limits: no cron expressions, no retries.
-
-The file reads top to bottom, in two parts.  The first is everything that
-one process runs: jobs, the scheduler and its pass, the pools, and the
-Flask extension.  The second, after a banner, is the deployment: the lock
-file and Redis, behind one lease-and-state interface.
+The file has two parts.  The first is all that one process runs: jobs, the
+scheduler and its pass, the pools, and the Flask extension.  The second,
+after a banner, is the deployment: the lease-and-state interface, the lock
+file and Redis.
 """
 
 # SPDX-License-Identifier: MIT
@@ -126,6 +119,8 @@ _MAX_INTERVAL = 100 * 365.25 * 86400
 # ThreadPoolExecutor's default: background tasks are mostly I/O (mail, HTTP).
 _DEFAULT_WORKERS = min(32, (os.cpu_count() or 1) + 4)
 
+_STILL_RUNNING = "is still running at its next due time; skipping runs until it finishes"
+
 # A job's history: what it keeps across restarts, in the deployment state.
 _HISTORY = ("last_due", "last_run", "last_duration", "last_error", "runs", "failures", "skipped")
 
@@ -176,6 +171,9 @@ class Job:
     skipped = property(lambda self: self._skipped)
     last_duration = property(lambda self: self._last_duration, doc="Seconds, a float.")
     last_error = property(lambda self: self._last_error, doc="'Type: message', or None.")
+    last_run = property(lambda self: _utc(self._last_run), doc="A datetime in UTC, or None.")
+    running = property(lambda self: self._scheduler.is_running(self), doc="In this process.")
+    paused = property(lambda self: self._scheduler.is_paused(self))
 
     @property
     def at(self) -> str | None:
@@ -186,20 +184,6 @@ class Job:
     def tz(self) -> tzinfo | None:
         """The zone of ``at`` (its ``tz``, else TICKER_TIMEZONE), or None."""
         return None if self._at is None else self._at.tz or self._scheduler.zone
-
-    @property
-    def last_run(self) -> datetime | None:
-        """When the last run started, in UTC."""
-        return _utc(self._last_run)
-
-    @property
-    def running(self) -> bool:
-        """Whether a run is queued or in progress in this process."""
-        return self._scheduler.is_running(self)
-
-    @property
-    def paused(self) -> bool:
-        return self._scheduler.is_paused(self)
 
     @property
     def next_run(self) -> datetime | None:
@@ -718,18 +702,18 @@ class _Scheduler:
                         behind, latest, later = behind + 1, later, job._due_after(later, 0.0)
                     self._push(job, later - offset, later)
                 if job in self._running:
-                    why = "is still running at its next due time; skipping runs until it finishes"
-                    lapses.append((job, behind + 1, why))
+                    lapses.append((job, behind + 1, _STILL_RUNNING))
                     continue
                 if behind:
-                    why = f"was {behind} run(s) behind (was the process suspended?); running it once now"
-                    lapses.append((job, behind, why))
+                    lapses.append(
+                        (job, behind, f"was {behind} run(s) behind; running it once now")
+                    )
                 self._running.add(job)
                 start.append((job, latest))
             delay = self._heap[0][0] - now if self._heap else None
         for job, ticks, why in lapses:
             job._skip(self.log, ticks, why)
-            _send(self.app, self.log, job_skipped, job=job, reason=why)
+            self._send(job_skipped, job, reason=why)
         for job, latest in start:
             self._dirty = True
             try:
@@ -741,6 +725,9 @@ class _Scheduler:
             except RuntimeError:  # the pool was closed meanwhile: a stop
                 self._running.discard(job)
         return delay
+
+    def _send(self, sent: Any, job: Job, **details: Any) -> None:
+        _send(self.app, self.log, sent, job=job, **details)
 
     def _push(self, job: Job, due: float, wall: float | None = None) -> None:
         entry = (due, next(self._seq), job, wall)
@@ -761,24 +748,15 @@ class _Scheduler:
             self._running.discard(job)
             job._skip(self.log, 1, "was not started: this process lost the lease (TICKER_LOCK)")
             return
-        _send(self.app, self.log, job_started, job=job)
+        self._send(job_started, job)
         try:
             result = job._call(self.app, self.wall(), self.clock, due)
         except BaseException as exc:
             job._log_outcome(self.log, exc)
-            _send(
-                self.app, self.log, job_failed, job=job, exception=exc, duration=job.last_duration
-            )
+            self._send(job_failed, job, exception=exc, duration=job.last_duration)
         else:
             job._log_outcome(self.log, None)
-            _send(
-                self.app,
-                self.log,
-                job_finished,
-                job=job,
-                result=result,
-                duration=job.last_duration,
-            )
+            self._send(job_finished, job, result=result, duration=job.last_duration)
         finally:
             self._running.discard(job)
             self._mark_dirty()
@@ -1367,23 +1345,31 @@ class Ticker:
         ttl = config.setdefault("TICKER_LOCK_TTL", 30.0)
         key = config.setdefault("TICKER_LOCK_KEY", f"flask_ticker:{app.name}")
         zone = config.setdefault("TICKER_TIMEZONE", None)
-        if enabled not in (None, True, False):
-            raise ValueError(
-                f"TICKER_ENABLED must be True, False or None (unset), got {enabled!r}"
-            )
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"TICKER_MAX_WORKERS must be an int >= 1, got {workers!r}")
-        if not (timeout is None or (_is_number(timeout) and 0 <= timeout < math.inf)):
-            raise ValueError(
-                f"TICKER_SHUTDOWN_TIMEOUT must be finite seconds >= 0, or None"
-                f" for no limit, got {timeout!r}"
-            )
-        if not (_is_number(retry) and 0 < retry < math.inf):
-            raise ValueError(f"TICKER_LOCK_RETRY must be finite seconds > 0, got {retry!r}")
-        if not (_is_number(ttl) and 0.01 <= ttl < math.inf):
-            raise ValueError(f"TICKER_LOCK_TTL must be finite seconds >= 0.01, got {ttl!r}")
-        if not (isinstance(key, str) and key):
-            raise ValueError(f"TICKER_LOCK_KEY must be a non-empty string, got {key!r}")
+        _require(
+            enabled in (None, True, False),
+            "TICKER_ENABLED",
+            "True, False or None (unset)",
+            enabled,
+        )
+        ok = isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1
+        _require(ok, "TICKER_MAX_WORKERS", "an int >= 1", workers)
+        ok = timeout is None or (_is_number(timeout) and 0 <= timeout < math.inf)
+        _require(
+            ok, "TICKER_SHUTDOWN_TIMEOUT", "finite seconds >= 0, or None for no limit", timeout
+        )
+        _require(
+            _is_number(retry) and 0 < retry < math.inf,
+            "TICKER_LOCK_RETRY",
+            "finite seconds > 0",
+            retry,
+        )
+        _require(
+            _is_number(ttl) and 0.01 <= ttl < math.inf,
+            "TICKER_LOCK_TTL",
+            "finite seconds >= 0.01",
+            ttl,
+        )
+        _require(isinstance(key, str) and key, "TICKER_LOCK_KEY", "a non-empty string", key)
         zone = None if zone is None else _zone(zone, "TICKER_TIMEZONE")
         log = app.logger.getChild("flask_ticker")
         lease = _lease(lock, key, ttl, log)
@@ -1872,6 +1858,11 @@ def _check_interval(interval: object, name: str | None) -> float:
     return seconds
 
 
+def _require(ok: object, key: str, rule: str, value: object) -> None:
+    if not ok:
+        raise ValueError(f"{key} must be {rule}, got {value!r}")
+
+
 def _is_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -2240,15 +2231,9 @@ class _RedisLease(_Lease):
         self._keys = [key, f"{key}:state", f"{key}:runs"]
         self._ms = max(1, round(ttl * 1000))
         self._errors = (redis.RedisError, OSError)
-        self._scripts = {
-            name: client.register_script(script)
-            for name, script in [
-                ("take", self._TAKE),
-                ("renew", self._RENEW),
-                ("release", self._RELEASE),
-                ("save", self._SAVE),
-            ]
-        }
+        scripts = {"take": self._TAKE, "renew": self._RENEW, "release": self._RELEASE}
+        scripts["save"] = self._SAVE
+        self._scripts = {name: client.register_script(text) for name, text in scripts.items()}
         self._token = os.urandom(16).hex()
         self._down = False  # whether the last call failed: outages are logged once
 
@@ -2363,11 +2348,6 @@ def _redis_client(url: str, ttl: float) -> Any:
         if parts.scheme != "unix" and not re.fullmatch(r"/?\d*", parts.path):
             raise ValueError("the database must be a number")
         options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        # Newer redis-py labels each new connection (CLIENT SETINFO), which
-        # costs the first run 3 ms; a lease needs no label.
-        accepted = inspect.signature(redis.Redis.__init__).parameters
-        labels = ["driver_info"] if "driver_info" in accepted else ["lib_name", "lib_version"]
-        options.update((name, None) for name in labels if name in accepted)
         return redis.Redis.from_url(parts.scheme + url[len(parts.scheme) :], **options)
     except (ValueError, TypeError) as exc:
         # urllib's reasons may quote a piece of an oddly written password.
