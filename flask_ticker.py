@@ -46,7 +46,6 @@ import math
 import os
 import queue
 import re
-import signal
 import socket
 import sys
 import threading
@@ -112,6 +111,10 @@ _STEPPED = 1.0
 # With at= jobs planned, the thread wakes at least this often, so that a
 # wall clock stepped while it sleeps delays a run by no more than this.
 _WALL_CHECK = 60.0
+
+# A pass saves the state itself only if no job is due for this long; else
+# a thread of its own saves it, so that no run waits for the I/O.
+_IDLE = 0.1
 
 # Longer intervals would overflow the platform's timers and datetimes.
 _MAX_INTERVAL = 100 * 365.25 * 86400
@@ -816,7 +819,8 @@ class _Scheduler:
             return delay  # the thread saves, as soon as it starts
         if self._dirty and self.clock() >= self._saved_at + _SAVE_EVERY:
             self._saved_at = self.clock()
-            if thread is None or not self.lease.shared:
+            soon = delay is not None and delay <= _IDLE
+            if thread is None or not self.lease.shared or not soon:
                 self.save()
             elif not self._saving.locked():  # off the thread: a pass never waits for I/O
                 self._saver = threading.Thread(target=self.save, name="flask-ticker-save")
@@ -1759,6 +1763,8 @@ def _drain_on_sigterm() -> None:
     # Under flask run, app.run() and waitress nothing handles SIGTERM, so it
     # would kill a job mid-run.  Take it only where nobody else has: never
     # a handler of the app's or the server's (gunicorn's drains already).
+    import signal  # here: it costs a third of importing this module
+
     if (
         threading.current_thread() is threading.main_thread()
         and "uwsgi" not in sys.modules
