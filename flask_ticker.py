@@ -20,14 +20,15 @@ after the response, without cron, a job store or a scheduler package::
 
 Jobs run only where the app is served, each in a fresh app context on a
 small pool of daemon threads, on a fixed-rate grid that does not drift.
-Several processes share a lease (a lock file, or Redis for several hosts):
+Several processes share a lease (a lock file; Redis or the app's database
+for several hosts):
 only its holder runs the jobs, and it keeps the state that they all read.
 No cron expressions, no retries.
 
 The file has two parts.  The first is all that one process runs: jobs, the
 scheduler and its pass, the pools, and the Flask extension.  The second,
 after a banner, is the deployment: the lease-and-state interface, the lock
-file and Redis.
+file, Redis and SQL databases.
 """
 
 # SPDX-License-Identifier: MIT
@@ -1319,13 +1320,14 @@ class Ticker:
           jobs at once, and threads that run background tasks at once.
         - ``TICKER_SHUTDOWN_TIMEOUT`` (10): seconds `stop` waits at exit.
         - ``TICKER_LOCK`` (a file in the instance folder): a path, a Redis
-          URL or client, False for none, or an object with
-          ``acquire(blocking=False)`` and ``release()``.
+          URL or client, a database URL or SQLAlchemy Engine, False for
+          none, or an object with ``acquire(blocking=False)`` and ``release()``.
         - ``TICKER_LOCK_RETRY`` (5): seconds between attempts to take a
           lease that cannot be waited on (Redis, a custom lock).
-        - ``TICKER_LOCK_TTL`` (30): seconds a Redis lease outlives its
-          holder's last renewal.
-        - ``TICKER_LOCK_KEY`` (``"flask_ticker:" + app.name``): the Redis key.
+        - ``TICKER_LOCK_TTL`` (30): seconds a Redis or database lease
+          outlives its holder's last renewal.
+        - ``TICKER_LOCK_KEY`` (``"flask_ticker:" + app.name``): the lease's
+          Redis key, or its row in a database.
         - ``TICKER_TIMEZONE`` (the server's zone): the zone of ``at=`` jobs
           without a ``tz``; a zoneinfo key or a tzinfo.
         """
@@ -2302,17 +2304,246 @@ class _RedisLease(_Lease):
         return [run for run in runs if run[1] > since]
 
 
+# The database's clock, in ms: clock_timestamp(), not now(), which is
+# the time the transaction began.
+_SQL_NOW = {
+    "postgresql": "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+    "mysql": "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000 AS SIGNED)",
+    "sqlite": "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+}
+# Where the lease is taken, this process may hold it still: after a
+# lapse of its own, it need not wait out its own TTL.
+_SQL = {
+    "take": """UPDATE flask_ticker_lease SET token = :token, holder = :holder,
+        expires = {now} + :ttl WHERE name = :name
+        AND (token IS NULL OR token = :token OR expires < {now})""",
+    "renew": """UPDATE flask_ticker_lease SET expires = {now} + :ttl
+        WHERE name = :name AND token = :token AND expires >= {now}""",
+    "release": """UPDATE flask_ticker_lease SET token = NULL, holder = NULL, expires = 0
+        WHERE name = :name AND token = :token""",
+    "save": """UPDATE flask_ticker_lease SET state = :state
+        WHERE name = :name AND token = :token AND expires >= {now}""",
+    "held": """SELECT COUNT(*) FROM flask_ticker_lease
+        WHERE name = :name AND token IS NOT NULL AND expires >= {now}""",
+    "state": "SELECT state FROM flask_ticker_lease WHERE name = :name",
+}
+
+
+class _SqlLease(_Lease):
+    """``TICKER_LOCK = "postgresql://..."`` (also MySQL, MariaDB and SQLite),
+    or an SQLAlchemy Engine: a lease in the app's own database, judged by
+    the database's clock alone, never the hosts'.
+
+    The lease is a row of ``flask_ticker_lease``, named ``key``: who holds
+    it, their random token, and when it expires, in milliseconds of the
+    database's clock.  Each call is one statement that compares the token
+    and the time, so that a process that lost the lease can change neither
+    it nor the state, kept in the same row.  Runs made by hand are rows of
+    ``flask_ticker_runs``.  No advisory locks: they belong to a connection,
+    which a pooler (pgbouncer) may give to another client.
+    """
+
+    shared = True
+
+    def __init__(self, engine: Any, key: str, ttl: float, where: str) -> None:
+        import sqlalchemy as sa  # the setting was checked: see _lease()
+        from sqlalchemy.dialects.mysql import LONGTEXT  # TEXT holds only 64 KiB there
+
+        self.engine, self.key, self.ttl, self.where = engine, key, ttl, where
+        self._sa = sa
+        self._ms = max(1, round(ttl * 1000))
+        self._errors = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+        dialect = "mysql" if engine.dialect.name == "mariadb" else engine.dialect.name
+        if dialect not in _SQL_NOW:
+            raise ValueError(
+                "TICKER_LOCK must be a PostgreSQL, MySQL, MariaDB or SQLite database,"
+                f" got {where!r}"
+            )
+        now = _SQL_NOW[dialect]
+        self._sql = {name: sa.text(sql.format(now=now)) for name, sql in _SQL.items()}
+        self._tables = sa.MetaData()
+        sa.Table(
+            "flask_ticker_lease",
+            self._tables,
+            sa.Column("name", sa.String(190), primary_key=True),
+            sa.Column("holder", sa.String(190)),
+            sa.Column("token", sa.String(32)),
+            sa.Column("expires", sa.BigInteger, nullable=False),
+            sa.Column("state", sa.Text().with_variant(LONGTEXT(), "mysql", "mariadb")),
+        )
+        self._runs = sa.Table(
+            "flask_ticker_runs",
+            self._tables,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("name", sa.String(190), nullable=False, index=True),
+            sa.Column("started", sa.Float, nullable=False),
+            sa.Column("run", sa.Text, nullable=False),
+        )
+        self._made = False
+        self._token = os.urandom(16).hex()
+        self._down = False  # whether the last call failed: outages are logged once
+
+    def _make(self) -> None:
+        # The tables and the row, once, each in a transaction of its own.
+        # Processes that start together may race to make them: the loser
+        # finds them made.
+        sa = self._sa
+        try:
+            with self.engine.begin() as conn:
+                self._tables.create_all(conn, checkfirst=True)
+        except sa.exc.DBAPIError:
+            with self.engine.begin() as conn:
+                self._tables.create_all(conn, checkfirst=True)
+        with contextlib.suppress(sa.exc.IntegrityError), self.engine.begin() as conn:
+            insert = "INSERT INTO flask_ticker_lease (name, expires) VALUES (:name, 0)"
+            conn.execute(sa.text(insert), {"name": self.key})
+        with self.engine.begin() as conn:
+            same = "UPDATE flask_ticker_lease SET expires = expires WHERE name = :name"
+            if conn.execute(sa.text(same), {"name": self.key}).rowcount != 1:
+                # A take would then look lost when it was won (Oban #1250).
+                raise RuntimeError(
+                    f"TICKER_LOCK ({self.where}): the driver counts the rows an UPDATE"
+                    " changed, not those it matched; use one of SQLAlchemy's own"
+                    " dialects, which count matched rows (on MySQL, CLIENT_FOUND_ROWS)"
+                )
+        self._made = True
+
+    def _do(self, work: Callable[[Any], Any]) -> Any:
+        try:
+            if not self._made:
+                self._make()
+            with self.engine.begin() as conn:
+                result = work(conn)
+        except self._errors as exc:
+            why = f"{type(exc.orig or exc).__name__}: {str(exc.orig or exc).strip()}"
+            password = self.engine.url.password
+            why = why.replace(password, "***") if password else why
+            if not self._down:
+                self._down = True
+                self.log.warning(
+                    "the database at %s (TICKER_LOCK) cannot be used (%s); no job starts"
+                    " until it can",
+                    self.where,
+                    why,
+                )
+            raise _Outage(
+                f"the database at {self.where} (TICKER_LOCK) cannot be used: {why}"
+            ) from None
+        if self._down:
+            self._down = False
+            self.log.info("the database at %s (TICKER_LOCK) can be used again", self.where)
+        return result
+
+    def _update(self, name: str, **params: Any) -> bool:
+        params |= {"name": self.key, "token": self._token}
+        return self._do(lambda conn: conn.execute(self._sql[name], params).rowcount == 1)
+
+    def take(self, block: bool) -> bool:
+        return self._update("take", holder=f"{socket.gethostname()}:{os.getpid()}", ttl=self._ms)
+
+    def renew(self) -> bool:
+        return self._update("renew", ttl=self._ms)
+
+    def release(self) -> None:
+        self._update("release")
+
+    def forget(self) -> None:
+        self._token = os.urandom(16).hex()  # the parent's stays the parent's
+        self.engine.dispose(close=False)  # and so do its connections
+
+    def is_held(self) -> bool:
+        held = self._sql["held"]
+        return bool(self._do(lambda conn: conn.execute(held, {"name": self.key}).scalar()))
+
+    def load(self) -> dict:
+        sa, runs = self._sa, self._runs
+
+        def read(conn: Any) -> tuple:
+            state = conn.execute(self._sql["state"], {"name": self.key}).scalar()
+            query = sa.select(runs.c.run).where(runs.c.name == self.key).order_by(runs.c.id)
+            return state, [json.loads(run) for run in conn.execute(query).scalars().all()]
+
+        state, done = self._do(read)
+        try:
+            return _decode_state((state or "").splitlines(), done)
+        except ValueError:
+            self.log.warning(
+                "ignoring the state of %s in the database, which is damaged", self.key
+            )
+            return _Lease().load()
+
+    def save(self, state: dict) -> bool:
+        runs, text = self._runs, "\n".join(_encode_state(state))
+
+        def write(conn: Any) -> bool:
+            params = {"name": self.key, "token": self._token, "state": text}
+            if conn.execute(self._sql["save"], params).rowcount != 1:
+                return False
+            folded = (runs.c.name == self.key) & (runs.c.started <= state["folded"])
+            conn.execute(runs.delete().where(folded))
+            return True
+
+        return self._do(write)
+
+    def record(self, name: str, run: list) -> None:
+        row = {"name": self.key, "started": run[0], "run": json.dumps([name, *run])}
+        self._do(lambda conn: conn.execute(self._runs.insert(), row))
+
+    def runs(self, since: float) -> list[list]:
+        runs = self._runs
+        query = self._sa.select(runs.c.run).where(runs.c.name == self.key, runs.c.started > since)
+        rows = self._do(lambda conn: conn.execute(query.order_by(runs.c.id)).scalars().all())
+        return [json.loads(run) for run in rows]
+
+
+def _sql_engine(url: str) -> Any:
+    try:
+        import sqlalchemy as sa
+    except ImportError:
+        raise ImportError(
+            "TICKER_LOCK is a database URL, which needs SQLAlchemy:"
+            " pip install 'flask-ticker[sql]'"
+        ) from None
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):  # whose reasons may quote the password
+        raise ValueError(
+            "TICKER_LOCK must be a database URL such as"
+            f" postgresql://user:password@host/db, got {_redact(url)!r}"
+        ) from None
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite and parsed.database in (None, "", ":memory:"):
+        raise ValueError(
+            "TICKER_LOCK must name an SQLite file, sqlite:///path/to/file.db, got"
+            f" {_redact(url)!r}: an in-memory database is this process's alone"
+        )
+    # Its own small pool, never the app's sessions.  A call that hangs would
+    # hold up renewals and stop(): connections time out.
+    options = {"timeout": 5} if sqlite else {"connect_timeout": 5}
+    return sa.create_engine(
+        parsed,
+        pool_size=1,
+        max_overflow=1,  # a status page beside the thread
+        pool_timeout=5,
+        pool_pre_ping=True,
+        connect_args=options,
+    )
+
+
 def _lease(lock: Any, key: str, ttl: float, log: logging.Logger) -> _Lease:
     """The lease that ``TICKER_LOCK`` names."""
     if lock is False or lock is None:
         return _Lease()
     if isinstance(lock, str) and "://" in lock:  # never a path: a typo must not become one
-        if lock.partition("://")[0].lower() not in ("redis", "rediss", "unix"):
-            raise ValueError(
-                "TICKER_LOCK must be a path or a redis://, rediss:// or unix://"
-                f" URL, got {_redact(lock)!r}"
-            )
-        return _RedisLease(_redis_client(lock, ttl), key, ttl, _redact(lock))
+        scheme = lock.partition("://")[0].lower()
+        if scheme in ("redis", "rediss", "unix"):
+            return _RedisLease(_redis_client(lock, ttl), key, ttl, _redact(lock))
+        if scheme.partition("+")[0] in ("postgresql", "mysql", "mariadb", "sqlite"):
+            return _SqlLease(_sql_engine(lock), key, ttl, _redact(lock))
+        raise ValueError(
+            "TICKER_LOCK must be a path, a redis://, rediss:// or unix:// URL, or a"
+            f" postgresql://, mysql://, mariadb:// or sqlite:/// URL, got {_redact(lock)!r}"
+        )
     if isinstance(lock, (str, os.PathLike)):
         if not os.fspath(lock):
             raise ValueError(
@@ -2328,6 +2559,8 @@ def _lease(lock: Any, key: str, ttl: float, log: logging.Logger) -> _Lease:
         return _LockFile(os.fspath(lock))
     if callable(getattr(lock, "register_script", None)):  # a redis-py client
         return _RedisLease(lock, key, ttl, _redis_where(lock, log))
+    if type(lock).__module__.startswith("sqlalchemy") and hasattr(lock, "dialect"):  # an Engine
+        return _SqlLease(lock, key, ttl, lock.url.render_as_string(hide_password=True))
     if callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None)):
         return _UserLock(lock)
     raise TypeError(

@@ -39,6 +39,7 @@ SCHEDULERS = [
     "flask_ticker",
     "flask_ticker_nolock",
     "flask_ticker_redis",
+    "flask_ticker_sql",
     "apscheduler",
     "flask_apscheduler",
     "timeloop",
@@ -76,16 +77,21 @@ def make_app(**config):
 def make_ticker(name: str):
     """flask_ticker with the default lock file; _nolock: with none, to show
     its cost; _redis: with its lease in Redis, under a key of this worker's
-    own, since an earlier worker exited holding its lease."""
+    own, since an earlier worker exited holding its lease; _sql: with its
+    lease in PostgreSQL on loopback, likewise."""
     from flask_ticker import Ticker
 
     url = os.environ.get("BENCH_REDIS_URL")
     if name == "flask_ticker_redis" and url is None:
         raise CannotDo("no redis-server")
+    sql = os.environ.get("BENCH_SQL_URL")
+    if name == "flask_ticker_sql" and sql is None:
+        raise CannotDo("no PostgreSQL")
     lease = {
         "flask_ticker": {},
         "flask_ticker_nolock": {"TICKER_LOCK": False},
         "flask_ticker_redis": {"TICKER_LOCK": url, "TICKER_LOCK_KEY": f"bench:{os.getpid()}"},
+        "flask_ticker_sql": {"TICKER_LOCK": sql, "TICKER_LOCK_KEY": f"bench:{os.getpid()}"},
     }
     return Ticker(make_app(**lease[name]))
 
@@ -569,6 +575,7 @@ def main() -> None:
             "flask_ticker",
             "flask_ticker_nolock",
             "flask_ticker_redis",
+            "flask_ticker_sql",
             "apscheduler",
             "thread_event",
         ]
@@ -577,11 +584,13 @@ def main() -> None:
     )
     results: dict = {"meta": meta(quick), "scheduling": {}, "background": {}, "growth": {}}
     redis_server = start_redis()
+    stop_postgres = start_postgres()
     try:
         measure_all(results, schedulers, quick, reps)
     finally:
         if redis_server is not None:
             redis_server.kill()
+        stop_postgres()
     Path(args.out).write_text(json.dumps(results, indent=1, default=str))
     print(table(results))
     draw(results, args.chart)
@@ -660,6 +669,44 @@ def start_redis() -> subprocess.Popen | None:
     return proc
 
 
+def start_postgres():
+    """A PostgreSQL on loopback for the flask_ticker_sql column, its URL in
+    BENCH_SQL_URL; returns what stops it.  Without one, the column says so."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    pg_ctl = found[-1] if found else shutil.which("pg_ctl")
+    try:
+        import psycopg2  # noqa: F401
+        import sqlalchemy  # noqa: F401
+    except ImportError:
+        pg_ctl = None
+    if not pg_ctl:
+        return lambda: None
+    folder = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    # PostgreSQL refuses to run as root: it runs as the postgres user then.
+    user = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+    if user:
+        shutil.chown(folder, "postgres")
+    bindir = Path(pg_ctl).parent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = str(folder / "data")
+    quiet = {"check": True, "capture_output": True}
+    subprocess.run(
+        [*user, str(bindir / "initdb"), "-D", data, "-U", "bench", "-A", "trust"], **quiet
+    )
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    start = [str(bindir / "pg_ctl"), "-D", data, "-o", options, "-l", str(folder / "log"), "-w"]
+    subprocess.run([*user, *start, "start"], **quiet)
+    os.environ["BENCH_SQL_URL"] = f"postgresql+psycopg2://bench@127.0.0.1:{port}/postgres"
+
+    def stop() -> None:
+        subprocess.run([*user, *start[:3], "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    return stop
+
+
 def meta(quick: bool) -> dict:
     versions = {}
     for dist in [
@@ -671,6 +718,7 @@ def meta(quick: bool) -> dict:
         "flask-executor",
         "flask-ticker",
         "redis",
+        "sqlalchemy",
     ]:
         try:
             versions[dist] = metadata.version(dist)

@@ -106,7 +106,7 @@ def test_no_piece_of_the_password_of_a_rejected_url_is_shown(url):
     ["valkey://localhost:6379/0", " redis://localhost:6379/0", "redis+sentinel://localhost:26379"],
 )
 def test_a_url_of_another_scheme_is_rejected_never_taken_for_a_path(url):
-    with pytest.raises(ValueError, match="TICKER_LOCK must be a path or a redis://"):
+    with pytest.raises(ValueError, match="TICKER_LOCK must be a path, a redis://"):
         Ticker(redis_app(url))
 
 
