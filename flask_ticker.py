@@ -2075,10 +2075,24 @@ class _UserLock(_Lease):
 
     def take(self, block: bool) -> bool:
         acquire = functools.partial(self.lock.acquire, blocking=False)
-        return bool(_in_pool(self._thread, "acquire", acquire).result())
+        held = False
+        try:
+            held = bool(_in_pool(self._thread, "acquire", acquire).result())
+        finally:
+            if not held:
+                self._retire()
+        return held
 
     def release(self) -> None:
-        _in_pool(self._thread, "release", self.lock.release).result()
+        try:
+            _in_pool(self._thread, "release", self.lock.release).result()
+        finally:
+            self._retire()
+
+    def _retire(self) -> None:
+        # Its thread lives only while the lock is held.
+        self._thread.close()
+        self._thread = _Pool("flask-ticker-lock", 1)
 
     def forget(self) -> None:
         self._thread = _Pool("flask-ticker-lock", 1)  # the parent's stayed behind
@@ -2384,28 +2398,36 @@ class _SqlLease(_Lease):
         self._down = False  # whether the last call failed: outages are logged once
 
     def _make(self) -> None:
-        # The tables and the row, once, each in a transaction of its own.
-        # Processes that start together may race to make them: the loser
-        # finds them made.
-        sa = self._sa
+        # Once: the tables and the lease's row, if missing, each made in a
+        # transaction of its own.  An UPDATE that changes nothing must still
+        # count the row it matched, else a take would look lost when it was
+        # won (Oban #1250); a row that is there but counted 0 says so.
+        sa, key = self._sa, {"name": self.key}
+        touch = "UPDATE flask_ticker_lease SET expires = expires WHERE name = :name"
+        insert = "INSERT INTO flask_ticker_lease (name, expires) VALUES (:name, 0)"
         try:
             with self.engine.begin() as conn:
-                self._tables.create_all(conn, checkfirst=True)
-        except sa.exc.DBAPIError:
-            with self.engine.begin() as conn:
-                self._tables.create_all(conn, checkfirst=True)
-        with contextlib.suppress(sa.exc.IntegrityError), self.engine.begin() as conn:
-            insert = "INSERT INTO flask_ticker_lease (name, expires) VALUES (:name, 0)"
-            conn.execute(sa.text(insert), {"name": self.key})
-        with self.engine.begin() as conn:
-            same = "UPDATE flask_ticker_lease SET expires = expires WHERE name = :name"
-            if conn.execute(sa.text(same), {"name": self.key}).rowcount != 1:
-                # A take would then look lost when it was won (Oban #1250).
-                raise RuntimeError(
-                    f"TICKER_LOCK ({self.where}): the driver counts the rows an UPDATE"
-                    " changed, not those it matched; use one of SQLAlchemy's own"
-                    " dialects, which count matched rows (on MySQL, CLIENT_FOUND_ROWS)"
-                )
+                found = conn.execute(sa.text(touch), key).rowcount
+        except sa.exc.DBAPIError:  # no tables yet; a database that is down fails again below
+            try:
+                with self.engine.begin() as conn:
+                    self._tables.create_all(conn, checkfirst=True)
+            except sa.exc.DBAPIError:  # made by another process meanwhile, or down
+                with self.engine.begin() as conn:
+                    self._tables.create_all(conn, checkfirst=True)
+            found = 0
+        if found != 1:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text(insert), key)
+            except sa.exc.IntegrityError:  # there, or made by another process meanwhile
+                with self.engine.begin() as conn:
+                    if conn.execute(sa.text(touch), key).rowcount != 1:
+                        raise RuntimeError(
+                            f"TICKER_LOCK ({self.where}): the driver counts the rows an"
+                            " UPDATE changed, not those it matched; use one of SQLAlchemy's"
+                            " own dialects, which count matched rows (CLIENT_FOUND_ROWS)"
+                        ) from None
         self._made = True
 
     def _do(self, work: Callable[[Any], Any]) -> Any:

@@ -1156,6 +1156,23 @@ def test_a_custom_lock_is_acquired_and_released_on_one_thread(caplog):
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+def test_a_custom_lock_keeps_a_thread_only_while_it_is_held():
+    def lock_threads() -> list:
+        return [t for t in threading.enumerate() if t.name.startswith("flask-ticker-lock")]
+
+    lock = threading.Lock()
+    ticker = Ticker(make_app("custom", TICKER_LOCK=lock, TICKER_LOCK_RETRY=0.05))
+    ticker.every(3600, lambda: None, name="hourly")
+    ticker.start()
+    wait_until(lambda: ticker.status()["is_runner"])
+    assert len(lock_threads()) == 1  # the thread that holds it
+    assert ticker.stop(timeout=10)
+    wait_until(lambda: lock_threads() == [])
+    with lock:  # held elsewhere: a failed take leaves no thread either
+        assert ticker.run_pending() == 0.05 and not ticker.status()["is_runner"]
+        wait_until(lambda: lock_threads() == [])
+
+
 def test_a_bad_lock_setting_is_rejected(tmp_path):
     with pytest.raises(
         TypeError, match="TICKER_LOCK must be a path, a Redis URL, False, or an object .* got 42"
