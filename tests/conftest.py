@@ -241,3 +241,43 @@ def redis_server(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+class LeaseClock:
+    """A monotonic clock and its wall clock, moved only by a lease test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1.8e9 + self.now
+
+
+def ticker_maker(build_app):
+    """For a lease's ``tickers`` fixture: make(*args, wall_ahead=0, **config)
+    makes a ticker of build_app(*args, **config) on a LeaseClock, with a job
+    "often" every 10 s, and returns (ticker, clock, the clock's time at each
+    run); every ticker made stops after the test."""
+    from flask_ticker import Ticker
+
+    made = []
+
+    def make(*args, wall_ahead: float = 0.0, **config):
+        clock, ran = LeaseClock(), []
+        wall = (lambda: clock.wall() + wall_ahead) if wall_ahead else clock.wall
+        ticker = Ticker(build_app(*args, **config), clock=clock, wall_clock=wall)
+        ticker.every(10, lambda: ran.append(clock.now), name="often")
+        made.append(ticker)
+        return ticker, clock, ran
+
+    yield make
+    for ticker in made:
+        ticker.stop(timeout=10)
+
+
+def settle(ticker) -> None:
+    """Wait until no run that a pass started is still going."""
+    wait_until(lambda: not any(job.running for job in ticker.jobs), 10, "runs finished")

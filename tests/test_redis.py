@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 from click.testing import CliRunner
-from conftest import BIN, assert_once_per_tick, wait_until
+from conftest import BIN, assert_once_per_tick, settle, ticker_maker, wait_until
 from flask import Flask
 
 from flask_ticker import Ticker
@@ -35,19 +35,6 @@ INTERVAL = 0.5
 SLACK = 0.3
 
 
-class Clock:
-    """A monotonic clock and its wall clock, moved only by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return 1.8e9 + self.now
-
-
 def redis_app(url: str, name: str = "shop", **config) -> Flask:
     app = Flask(name)
     app.config.update({"TICKER_LOCK": url, "TICKER_LOCK_TTL": 3.0, **config})
@@ -56,24 +43,8 @@ def redis_app(url: str, name: str = "shop", **config) -> Flask:
 
 @pytest.fixture
 def tickers():
-    """tickers(url) makes a ticker on a fake clock; all are stopped after."""
-    made: list[Ticker] = []
-
-    def make(url: str, **config) -> tuple[Ticker, Clock, list]:
-        clock, ran = Clock(), []
-        ticker = Ticker(redis_app(url, **config), clock=clock, wall_clock=clock.wall)
-        ticker.every(10, lambda: ran.append(clock.now), name="often")
-        made.append(ticker)
-        return ticker, clock, ran
-
-    yield make
-    for ticker in made:
-        ticker.stop(timeout=10)
-
-
-def settle(ticker: Ticker) -> None:
-    """Wait until no run that a pass started is still going."""
-    wait_until(lambda: not any(job.running for job in ticker.jobs), 10, "runs finished")
+    """tickers(url, **config) makes a ticker on a fake clock; all stop after."""
+    yield from ticker_maker(redis_app)
 
 
 # -- bad input --

@@ -25,7 +25,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, assert_once_per_tick, free_port, require, wait_until
+from conftest import (
+    BIN,
+    assert_once_per_tick,
+    free_port,
+    require,
+    settle,
+    ticker_maker,
+    wait_until,
+)
 from flask import Flask
 
 from flask_ticker import Ticker
@@ -193,17 +201,6 @@ def sql_app(url, key: str, **config) -> Flask:
     return app
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return 1.8e9 + self.now
-
-
 @pytest.fixture
 def key(request):
     """A lease of this test's own: the servers outlive each test."""
@@ -212,24 +209,20 @@ def key(request):
 
 @pytest.fixture
 def tickers():
-    """tickers(url, key) makes a ticker on a fake clock; all stop after."""
-    made: list[Ticker] = []
-
-    def make(url, key: str, wall_ahead: float = 0.0, **config) -> tuple[Ticker, Clock, list]:
-        clock, ran = Clock(), []
-        wall = (lambda: clock.wall() + wall_ahead) if wall_ahead else clock.wall
-        ticker = Ticker(sql_app(url, key, **config), clock=clock, wall_clock=wall)
-        ticker.every(10, lambda: ran.append(clock.now), name="often")
-        made.append(ticker)
-        return ticker, clock, ran
-
-    yield make
-    for ticker in made:
-        ticker.stop(timeout=10)
+    """tickers(url, key, wall_ahead=0, **config) makes a ticker on a fake
+    clock; all stop after."""
+    yield from ticker_maker(sql_app)
 
 
-def settle(ticker: Ticker) -> None:
-    wait_until(lambda: not any(job.running for job in ticker.jobs), 10, "runs finished")
+def taken_over(database, key: str, tickers) -> tuple:
+    """A runner that ran once, then froze past the TTL, and the ticker that
+    took its lease meanwhile."""
+    frozen, clock, ran = tickers(database.url, key)
+    frozen.run_pending()
+    settle(frozen)
+    other, _, _ = tickers(database.url, key)
+    wait_until(lambda: is_runner(other), 10, "the lease expired and taken over")
+    return frozen, clock, ran, other
 
 
 def is_runner(ticker: Ticker) -> bool:
@@ -319,11 +312,7 @@ def test_two_apps_on_one_database_each_have_a_runner(database, key, tickers):
 
 
 def test_a_stale_runner_can_neither_renew_nor_start_a_run(database, key, tickers, caplog):
-    frozen, clock, ran = tickers(database.url, key)
-    frozen.run_pending()
-    settle(frozen)
-    other, _, _ = tickers(database.url, key)
-    wait_until(lambda: is_runner(other), 10, "the lease expired and taken over")
+    frozen, clock, ran, other = taken_over(database, key, tickers)
     clock.now += 10  # the stale runner wakes: its renewal is due, and a run
     frozen.run_pending()
     settle(frozen)
@@ -332,11 +321,7 @@ def test_a_stale_runner_can_neither_renew_nor_start_a_run(database, key, tickers
 
 
 def test_a_stale_runner_can_neither_save_nor_release(database, key, tickers, caplog):
-    frozen, clock, ran = tickers(database.url, key)
-    frozen.run_pending()
-    settle(frozen)
-    other, _, _ = tickers(database.url, key)
-    wait_until(lambda: is_runner(other), 10, "the lease expired and taken over")
+    frozen, clock, ran, other = taken_over(database, key, tickers)
     frozen.stop()  # it still believes it runs the jobs: a last save, then a release
     assert "took its lease (TICKER_LOCK) before it saved" in caplog.text
     third, _, _ = tickers(database.url, key)
