@@ -114,7 +114,7 @@ _STEPPED = 1.0
 _WALL_CHECK = 60.0
 
 # A pass saves the state itself only if no job is due for this long; else
-# a thread of its own saves it, so that no run waits for the I/O.
+# the saver thread does, so that a run due soon does not wait for the I/O.
 _IDLE = 0.1
 
 # Longer intervals would overflow the platform's timers and datetimes.
@@ -536,6 +536,7 @@ class _Scheduler:
         self._lock = threading.Lock()
         self._saving = threading.Lock()  # one save at a time
         self.wakeup = threading.Event()
+        self.save_wanted = threading.Event()  # wakes the saver thread
         self.pool = _Pool("flask-ticker-job", self.workers)
         # Heap entries are (due, seq, job, wall): ``wall`` is the wall time
         # an at= job is due at, None for interval jobs.  _plans keeps each
@@ -802,7 +803,18 @@ class _Scheduler:
             with self._lock:
                 self._thread = None
             raise
+        if self.lease.shared:
+            saver = self._saver = threading.Thread(
+                target=_save_loop,
+                args=(weakref.ref(self), self.save_wanted),
+                name="flask-ticker-save",
+                daemon=True,
+            )
+            saver.start()
         thread.start()
+
+    def saves_on(self, thread: threading.Thread) -> bool:
+        return self._saver is thread
 
     def tick(self, thread: threading.Thread | None, first: bool = False) -> float | None:
         """Take the lease if need be, run what is due and have what changed
@@ -821,12 +833,10 @@ class _Scheduler:
         if self._dirty and self.clock() >= self._saved_at + _SAVE_EVERY:
             self._saved_at = self.clock()
             soon = delay is not None and delay <= _IDLE
-            if thread is None or not self.lease.shared or not soon:
+            if thread is None or self._saver is None or not soon:
                 self.save()
-            elif not self._saving.locked():  # off the thread: a pass never waits for I/O
-                self._saver = threading.Thread(target=self.save, name="flask-ticker-save")
-                self._saver.daemon = True
-                self._saver.start()
+            else:  # on the saver thread: a pass with a run due soon waits for no I/O
+                self.save_wanted.set()
         wakes = [delay, self._renew_at - self.clock(), _WALL_CHECK if self._walled else None]
         if self._dirty:
             wakes.append(self._saved_at + _SAVE_EVERY - self.clock())
@@ -954,8 +964,12 @@ class _Scheduler:
         """Stop starting runs and end the thread; a run in progress goes on."""
         with self._lock:
             thread, self._thread = self._thread, None
+            saver, self._saver = self._saver, None
             waiting = self._waiting
         self.wakeup.set()
+        self.save_wanted.set()
+        if saver is not None and saver is not threading.current_thread():
+            saver.join()  # its save comes before the last one, which leave() makes
         # A thread blocked on the lease cannot be woken; it lets go of the
         # lease itself if it ever gets it.  A thread not started yet (a
         # run_now job of the first pass stopped the ticker) ends at its first look.
@@ -969,8 +983,6 @@ class _Scheduler:
 
     def leave(self) -> None:
         """Once the runs have finished: save, then release the lease."""
-        if self._saver is not None:  # the last pass's save comes first
-            self._saver.join()
         if self.is_runner:
             try:
                 self.save(runner=False)
@@ -1057,6 +1069,20 @@ def _loop(ref: weakref.ref[_Scheduler], wakeup: threading.Event) -> None:
             delay = scheduler.retry
         del scheduler
         wakeup.wait(None if delay is None else min(delay, threading.TIMEOUT_MAX))
+
+
+def _save_loop(ref: weakref.ref[_Scheduler], wanted: threading.Event) -> None:
+    # The saver thread: as _loop, it holds the scheduler only weakly while
+    # it waits, and ends once stop() has replaced it.
+    me = threading.current_thread()
+    while True:
+        wanted.wait()
+        wanted.clear()
+        scheduler = ref()
+        if scheduler is None or not scheduler.saves_on(me):
+            return
+        scheduler.save()
+        del scheduler
 
 
 def _with_run(history: dict, started: float, duration: float, error: str | None) -> dict:
@@ -1295,7 +1321,12 @@ class Ticker:
         # not leave its threads behind.  Not at exit: atexit stops it then.
         scheduler = self._scheduler
         weakref.finalize(
-            self, _abandon, scheduler.wakeup, scheduler.pool, self._task_pool
+            self,
+            _abandon,
+            scheduler.wakeup,
+            scheduler.save_wanted,
+            scheduler.pool,
+            self._task_pool,
         ).atexit = False
 
     @property
@@ -1744,10 +1775,11 @@ class Ticker:
         self._reset()
 
 
-def _abandon(wakeup: threading.Event, *pools: _Pool) -> None:
+def _abandon(wakeup: threading.Event, save_wanted: threading.Event, *pools: _Pool) -> None:
     for pool in pools:
         pool.close()
     wakeup.set()
+    save_wanted.set()
 
 
 # Tickers to stop at interpreter exit; weak, so that apps a test suite
