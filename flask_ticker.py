@@ -2422,7 +2422,7 @@ class _SqlLease(_Lease):
             self._tables,
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
             sa.Column("name", sa.String(190), nullable=False, index=True),
-            sa.Column("started", sa.Float, nullable=False),
+            sa.Column("started", sa.Double, nullable=False),  # FLOAT is 4 bytes on MySQL
             sa.Column("run", sa.Text, nullable=False),
         )
         self._made = False
@@ -2469,7 +2469,8 @@ class _SqlLease(_Lease):
             with self.engine.begin() as conn:
                 result = work(conn)
         except self._errors as exc:
-            why = f"{type(exc.orig or exc).__name__}: {str(exc.orig or exc).strip()}"
+            cause = getattr(exc, "orig", None) or exc  # a pool timeout has no driver error
+            why = f"{type(cause).__name__}: {str(cause).strip()}"
             password = self.engine.url.password
             why = why.replace(password, "***") if password else why
             if not self._down:

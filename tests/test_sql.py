@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from conftest import (
     BIN,
     assert_once_per_tick,
@@ -300,6 +301,24 @@ def test_the_state_is_the_same_in_every_process_and_survives_a_restart(database,
     second.run_pending()
     settle(second)
     assert ran2 == [1010.0]
+
+
+def test_runs_by_hand_beside_the_runner_are_folded_into_its_history_once(database, key, tickers):
+    runner, clock, ran = tickers(database.url, key, TICKER_LOCK_TTL=30)
+    assert is_runner(runner)
+    settle(runner)
+    by_hand, _, hand_ran = tickers(database.url, key)  # flask ticker run, elsewhere
+    for _ in range(2):
+        result = CliRunner().invoke(by_hand.app.cli, ["ticker", "run", "often"])
+        assert result.exit_code == 0, result.output
+    assert len(hand_ran) == 2 and not by_hand.status()["is_runner"]
+    for step in (10, 0.5, 0.5):  # a run and a renewal at 1010, then saves
+        clock.now += step
+        runner.run_pending()
+        settle(runner)
+    assert ran == [1000.0, 1010.0]
+    assert [job.runs for job in runner.jobs] == [4]  # two by hand, folded in once
+    assert [job["runs"] for job in by_hand.status()["jobs"]] == [4]
 
 
 def test_two_apps_on_one_database_each_have_a_runner(database, key, tickers):
