@@ -2077,17 +2077,24 @@ def _decode_state(lines: Iterable[bytes | str], runs: list[list]) -> dict:
     """The state `_encode_state` wrote, with the runs by hand since.  Raises
     ValueError if it is damaged."""
     lines = iter(lines)
-    head = json.loads(next(lines, "{}"))
     state = _Lease().load()
-    if head.get("version") == _STATE_VERSION:
-        state.update(runner=head["runner"], folded=head["folded"])
-        for line in lines:
-            row = json.loads(line)
-            state["jobs"][row.pop("name")] = row
-    for name, started, duration, error in runs:
-        if started > state["folded"]:
-            row = state["jobs"].get(name) or _NO_ROW
-            state["jobs"][name] = _with_run(row, started, duration, error)
+    try:
+        head = json.loads(next(lines, "{}"))
+        if head.get("version") == _STATE_VERSION:
+            state.update(runner=head["runner"], folded=float(head["folded"]))
+            for line in lines:
+                row = json.loads(line)
+                state["jobs"][row.pop("name")] = row
+                if row.keys() != _NO_ROW.keys():
+                    raise ValueError(f"a damaged state: a row of other fields, {line!r}")
+        if not isinstance(state["runner"], (dict, type(None))):
+            raise ValueError(f"a damaged state: the runner is {state['runner']!r}")
+        for name, started, duration, error in runs:
+            if started > state["folded"]:
+                row = state["jobs"].get(name) or _NO_ROW
+                state["jobs"][name] = _with_run(row, started, duration, error)
+    except (KeyError, TypeError, AttributeError) as exc:  # valid JSON, of another shape
+        raise ValueError(f"a damaged state: {exc}") from None
     return state
 
 
@@ -2350,11 +2357,12 @@ class _RedisLease(_Lease):
         return [run for run in runs if run[1] > since]
 
 
-# The database's clock, in ms: clock_timestamp(), not now(), which is
-# the time the transaction began.
+# The database's clock, in ms.  clock_timestamp(), not now(), which is the
+# time the transaction began; UTC_TIMESTAMP, which no session time zone
+# (and none of its DST hours) shifts, unlike UNIX_TIMESTAMP(NOW()).
 _SQL_NOW = {
     "postgresql": "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-    "mysql": "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000 AS SIGNED)",
+    "mysql": "TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000",
     "sqlite": "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
 }
 # Where the lease is taken, this process may hold it still: after a
@@ -2372,6 +2380,16 @@ _SQL = {
     "held": """SELECT COUNT(*) FROM flask_ticker_lease
         WHERE name = :name AND token IS NOT NULL AND expires >= {now}""",
     "state": "SELECT state FROM flask_ticker_lease WHERE name = :name",
+    "make": "INSERT INTO flask_ticker_lease (name, expires) VALUES (:name, 0)",
+    # Changes nothing, so it counts the row only if the driver counts the
+    # rows matched, not those changed: else a take would look lost when it
+    # was won (Oban #1250).
+    "touch": "UPDATE flask_ticker_lease SET expires = expires WHERE name = :name",
+    "runs": """SELECT run FROM flask_ticker_runs WHERE name = :name AND started > :since
+        ORDER BY id""",
+    "record": """INSERT INTO flask_ticker_runs (name, started, run)
+        VALUES (:name, :started, :run)""",
+    "fold": "DELETE FROM flask_ticker_runs WHERE name = :name AND started <= :since",
 }
 
 
@@ -2393,7 +2411,6 @@ class _SqlLease(_Lease):
 
     def __init__(self, engine: Any, key: str, ttl: float, where: str) -> None:
         import sqlalchemy as sa  # the setting was checked: see _lease()
-        from sqlalchemy.dialects.mysql import LONGTEXT  # TEXT holds only 64 KiB there
 
         self.engine, self.key, self.ttl, self.where = engine, key, ttl, where
         self._sa = sa
@@ -2407,6 +2424,11 @@ class _SqlLease(_Lease):
             )
         now = _SQL_NOW[dialect]
         self._sql = {name: sa.text(sql.format(now=now)) for name, sql in _SQL.items()}
+        state = sa.Text()
+        if dialect == "mysql":  # where TEXT holds only 64 KiB
+            from sqlalchemy.dialects.mysql import LONGTEXT
+
+            state = LONGTEXT()
         self._tables = sa.MetaData()
         sa.Table(
             "flask_ticker_lease",
@@ -2415,9 +2437,9 @@ class _SqlLease(_Lease):
             sa.Column("holder", sa.String(190)),
             sa.Column("token", sa.String(32)),
             sa.Column("expires", sa.BigInteger, nullable=False),
-            sa.Column("state", sa.Text().with_variant(LONGTEXT(), "mysql", "mariadb")),
+            sa.Column("state", state),
         )
-        self._runs = sa.Table(
+        sa.Table(
             "flask_ticker_runs",
             self._tables,
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -2425,49 +2447,56 @@ class _SqlLease(_Lease):
             sa.Column("started", sa.Double, nullable=False),  # FLOAT is 4 bytes on MySQL
             sa.Column("run", sa.Text, nullable=False),
         )
-        self._made = False
+        self._made = False  # the row is there, and counted as it should be
         self._token = os.urandom(16).hex()
         self._down = False  # whether the last call failed: outages are logged once
 
-    def _make(self) -> None:
-        # Once: the tables and the lease's row, if missing, each made in a
-        # transaction of its own.  An UPDATE that changes nothing must still
-        # count the row it matched, else a take would look lost when it was
-        # won (Oban #1250); a row that is there but counted 0 says so.
-        sa, key = self._sa, {"name": self.key}
-        touch = "UPDATE flask_ticker_lease SET expires = expires WHERE name = :name"
-        insert = "INSERT INTO flask_ticker_lease (name, expires) VALUES (:name, 0)"
+    def _make_tables(self) -> None:
+        # In a transaction of its own, as the first call of a process found
+        # them missing; so did others maybe, which may make them meanwhile.
         try:
             with self.engine.begin() as conn:
-                found = conn.execute(sa.text(touch), key).rowcount
-        except sa.exc.DBAPIError:  # no tables yet; a database that is down fails again below
-            try:
-                with self.engine.begin() as conn:
-                    self._tables.create_all(conn, checkfirst=True)
-            except sa.exc.DBAPIError:  # made by another process meanwhile, or down
-                with self.engine.begin() as conn:
-                    self._tables.create_all(conn, checkfirst=True)
-            found = 0
-        if found != 1:
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(sa.text(insert), key)
-            except sa.exc.IntegrityError:  # there, or made by another process meanwhile
-                with self.engine.begin() as conn:
-                    if conn.execute(sa.text(touch), key).rowcount != 1:
-                        raise RuntimeError(
-                            f"TICKER_LOCK ({self.where}): the driver counts the rows an"
-                            " UPDATE changed, not those it matched; use one of SQLAlchemy's"
-                            " own dialects, which count matched rows (CLIENT_FOUND_ROWS)"
-                        ) from None
+                self._tables.create_all(conn, checkfirst=True)
+        except self._sa.exc.DBAPIError:  # made by another process meanwhile, or down
+            with self.engine.begin() as conn:
+                self._tables.create_all(conn, checkfirst=True)
+
+    def _find_row(self, conn: Any) -> None:
+        # The first call of a process, in the same transaction: the lease's
+        # row must be there, or be made, and be counted (see "touch").
+        key = {"name": self.key}
+        if conn.execute(self._sql["touch"], key).rowcount != 1:
+            conn.execute(self._sql["make"], key)  # IntegrityError if it was there
+            if conn.execute(self._sql["touch"], key).rowcount != 1:
+                raise self._miscounted()
         self._made = True
 
+    def _miscounted(self) -> RuntimeError:
+        return RuntimeError(
+            f"TICKER_LOCK ({self.where}): the driver counts the rows an UPDATE"
+            " changed, not those it matched; use one of SQLAlchemy's own dialects,"
+            " which count matched rows (CLIENT_FOUND_ROWS)"
+        )
+
     def _do(self, work: Callable[[Any], Any]) -> Any:
+        sa = self._sa
         try:
-            if not self._made:
-                self._make()
-            with self.engine.begin() as conn:
-                result = work(conn)
+            for first in (True, False):
+                try:
+                    with self.engine.begin() as conn:
+                        if not self._made:
+                            self._find_row(conn)
+                        result = work(conn)
+                    break
+                except sa.exc.IntegrityError:  # the row: made meanwhile, or miscounted
+                    if self._made:
+                        raise
+                    if not first:
+                        raise self._miscounted() from None
+                except sa.exc.DBAPIError:
+                    if self._made or not first:
+                        raise
+                    self._make_tables()  # a database that is down fails again here
         except self._errors as exc:
             cause = getattr(exc, "orig", None) or exc  # a pool timeout has no driver error
             why = f"{type(cause).__name__}: {str(cause).strip()}"
@@ -2489,9 +2518,13 @@ class _SqlLease(_Lease):
             self.log.info("the database at %s (TICKER_LOCK) can be used again", self.where)
         return result
 
-    def _update(self, name: str, **params: Any) -> bool:
+    def _query(self, name: str, result: Callable[[Any], Any], **params: Any) -> Any:
+        """``result`` of the statement ``name`` of _SQL, for this lease's row."""
         params |= {"name": self.key, "token": self._token}
-        return self._do(lambda conn: conn.execute(self._sql[name], params).rowcount == 1)
+        return self._do(lambda conn: result(conn.execute(self._sql[name], params)))
+
+    def _update(self, name: str, **params: Any) -> bool:
+        return self._query(name, lambda result: result.rowcount == 1, **params)
 
     def take(self, block: bool) -> bool:
         return self._update("take", holder=f"{socket.gethostname()}:{os.getpid()}", ttl=self._ms)
@@ -2507,20 +2540,18 @@ class _SqlLease(_Lease):
         self.engine.dispose(close=False)  # and so do its connections
 
     def is_held(self) -> bool:
-        held = self._sql["held"]
-        return bool(self._do(lambda conn: conn.execute(held, {"name": self.key}).scalar()))
+        return bool(self._query("held", lambda result: result.scalar()))
 
     def load(self) -> dict:
-        sa, runs = self._sa, self._runs
+        params = {"name": self.key, "since": 0.0}
 
         def read(conn: Any) -> tuple:
-            state = conn.execute(self._sql["state"], {"name": self.key}).scalar()
-            query = sa.select(runs.c.run).where(runs.c.name == self.key).order_by(runs.c.id)
-            return state, [json.loads(run) for run in conn.execute(query).scalars().all()]
+            runs = conn.execute(self._sql["runs"], params).scalars().all()
+            return conn.execute(self._sql["state"], params).scalar(), runs
 
-        state, done = self._do(read)
+        state, runs = self._do(read)
         try:
-            return _decode_state((state or "").splitlines(), done)
+            return _decode_state((state or "").splitlines(), [json.loads(run) for run in runs])
         except ValueError:
             self.log.warning(
                 "ignoring the state of %s in the database, which is damaged", self.key
@@ -2528,27 +2559,24 @@ class _SqlLease(_Lease):
             return _Lease().load()
 
     def save(self, state: dict) -> bool:
-        runs, text = self._runs, "\n".join(_encode_state(state))
+        text = "\n".join(_encode_state(state))
+        params = {"name": self.key, "token": self._token, "state": text, "since": state["folded"]}
 
         def write(conn: Any) -> bool:
-            params = {"name": self.key, "token": self._token, "state": text}
             if conn.execute(self._sql["save"], params).rowcount != 1:
                 return False
-            folded = (runs.c.name == self.key) & (runs.c.started <= state["folded"])
-            conn.execute(runs.delete().where(folded))
+            conn.execute(self._sql["fold"], params)
             return True
 
         return self._do(write)
 
     def record(self, name: str, run: list) -> None:
-        row = {"name": self.key, "started": run[0], "run": json.dumps([name, *run])}
-        self._do(lambda conn: conn.execute(self._runs.insert(), row))
+        text = json.dumps([name, *run])
+        self._query("record", lambda result: None, started=run[0], run=text)
 
     def runs(self, since: float) -> list[list]:
-        runs = self._runs
-        query = self._sa.select(runs.c.run).where(runs.c.name == self.key, runs.c.started > since)
-        rows = self._do(lambda conn: conn.execute(query.order_by(runs.c.id)).scalars().all())
-        return [json.loads(run) for run in rows]
+        runs = self._query("runs", lambda result: result.scalars().all(), since=since)
+        return [json.loads(run) for run in runs]
 
 
 def _sql_engine(url: str) -> Any:

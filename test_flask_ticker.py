@@ -1395,10 +1395,21 @@ def test_a_process_with_fewer_jobs_keeps_the_others_history(tmp_path):
     assert ticker.get("old").runs == 1  # its history came back with it
 
 
-def test_a_damaged_state_file_is_ignored_with_a_warning(tmp_path, caplog):
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        '{"version": 2, "runner": null, "folded": 0.0}\n{"name": "sync", trunc',
+        '{"version": 2, "runner": null, "folded": 0.0}\n{"name": "sync"}',
+        '{"version": 2, "runner": "me", "folded": 0.0}',
+        '{"version": 2, "runner": null}',
+        "[2]",
+    ],
+    ids=["cut short", "a row without fields", "a runner of no shape", "no folded", "no header"],
+)
+def test_a_damaged_state_file_is_ignored_with_a_warning(tmp_path, caplog, damaged):
     (tmp_path / "instance").mkdir()
     state = tmp_path / "instance" / "flask_ticker-deployed.lock.state"
-    state.write_text('{"version": 2, "runner": null, "folded": 0.0}\n{"name": "sync", trunc')
+    state.write_text(damaged)
     clock = FakeClock()
     ticker = deployment(tmp_path, clock)
     rec = Recorder(clock)

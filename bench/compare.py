@@ -47,7 +47,14 @@ SCHEDULERS = [
     "thread_sleep",
     "thread_event",
 ]
-IMPORTABLE = ["flask_ticker", "apscheduler", "flask_apscheduler", "timeloop", "schedule"]
+IMPORTABLE = [
+    "flask_ticker",
+    "flask_ticker_sql",
+    "apscheduler",
+    "flask_apscheduler",
+    "timeloop",
+    "schedule",
+]
 BACKGROUND = ["flask_ticker", "thread_pool", "thread_per_call", "flask_executor", "apscheduler"]
 
 
@@ -218,8 +225,11 @@ class Scheduler:
 
 
 def import_contender(name: str) -> None:
-    if name == "flask_ticker":
+    if name.startswith("flask_ticker"):
         import flask_ticker  # noqa: F401
+
+        if name == "flask_ticker_sql":
+            import_database_driver()
     elif name == "apscheduler":
         import apscheduler.schedulers.background  # noqa: F401
     elif name == "flask_apscheduler":
@@ -228,6 +238,14 @@ def import_contender(name: str) -> None:
         import timeloop  # noqa: F401
     elif name == "schedule":
         import schedule  # noqa: F401
+
+
+def import_database_driver() -> None:
+    """What TICKER_LOCK = "postgresql+psycopg2://..." imports: SQLAlchemy and
+    its driver, which an app with a database (Flask-SQLAlchemy) has imported
+    before it makes a Ticker."""
+    import psycopg2  # noqa: F401
+    import sqlalchemy.dialects.postgresql.psycopg2  # noqa: F401
 
 
 # -- metrics, run inside a worker process --
@@ -496,6 +514,9 @@ def worker(impl: str, metric: str, params: dict) -> None:
     IDLE_SECONDS = params.pop("idle_seconds", 5.0)
     PUNCTUALITY_SECONDS = params.pop("punctuality_seconds", 5.0)
     OVERRUN_SECONDS = params.pop("overrun_seconds", 3.0)
+    if impl == "flask_ticker_sql" and metric != "import":
+        # The app's database is its own: its import is in the import row.
+        import_database_driver()
     try:
         result = METRICS[metric](impl, **params)
     except CannotDo as exc:
@@ -606,7 +627,8 @@ def measure_all(results: dict, schedulers: list[str], quick: bool, reps: int) ->
     for impl in schedulers:
         print(f"measuring {impl} ...", file=sys.stderr, flush=True)
         r = results["scheduling"][impl] = {}
-        module = "flask_ticker" if impl.startswith("flask_ticker") else impl
+        # The SQL column's import is the module's and SQLAlchemy's.
+        module = "flask_ticker" if impl in ("flask_ticker_nolock", "flask_ticker_redis") else impl
         r["import"] = (
             measure(module, "import", reps)
             if module in IMPORTABLE

@@ -143,6 +143,8 @@ class Mariadb(Database):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Its sessions' zone, SYSTEM by default, has DST, as many servers' have.
+            env={**os.environ, "TZ": "Europe/Berlin"},
         )
         wait_until(self.socket.exists, 30, "mariadbd listening")
         time.sleep(0.2)
@@ -189,6 +191,13 @@ def database(request, servers, tmp_path):
     else:
         with contextlib.suppress(subprocess.CalledProcessError):
             server.start()  # if a test stopped it
+
+
+@pytest.fixture
+def mariadb(servers):
+    if "mariadb" not in servers:
+        servers["mariadb"] = Mariadb()
+    return servers["mariadb"]
 
 
 SERVERS = pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
@@ -284,6 +293,63 @@ def test_an_engine_works_as_the_lock_and_keeps_the_app_tables(database, key, tic
     assert {"flask_ticker_lease", "flask_ticker_runs"} <= set(tables)
     assert all(t == "orders" or t.startswith("flask_ticker") for t in tables), tables
     engine.dispose()
+
+
+def test_missing_tables_are_made_on_first_use(database, key, tickers):
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS flask_ticker_runs"))
+        conn.execute(sa.text("DROP TABLE IF EXISTS flask_ticker_lease"))
+    engine.dispose()
+    ticker, _, ran = tickers(database.url, key)
+    ticker.run_pending()
+    settle(ticker)
+    assert ran == [1000.0] and ticker.status()["is_runner"]
+
+
+def test_a_driver_that_counts_changed_rows_is_refused_naming_client_found_rows(
+    mariadb, key, tickers, caplog
+):
+    import sqlalchemy as sa
+
+    # Without CLIENT_FOUND_ROWS, an UPDATE that changes nothing counts 0 rows.
+    engine = sa.create_engine(mariadb.url, connect_args={"client_flag": 0})
+    ticker, _, ran = tickers(engine, key)
+    with caplog.at_level(logging.ERROR, "flask.app.flask_ticker"):
+        ticker.run_pending()
+    settle(ticker)
+    assert ran == [] and not ticker.status()["is_runner"]
+    assert "CLIENT_FOUND_ROWS" in caplog.text
+    engine.dispose()
+
+
+def test_a_session_time_zone_with_dst_does_not_shift_the_mysql_lease(mariadb, key, tickers):
+    import sqlalchemy as sa
+
+    # 02:30 on the night Berlin's clocks go back: an hour that comes twice.
+    # MariaDB reads such a time as its second occurrence, an hour late.
+    repeated = 1792888200  # 2026-10-25 00:30 UTC, 02:30 CEST, the first
+
+    def at_that_moment(zone: str):
+        engine = sa.create_engine(mariadb.url)
+
+        @sa.event.listens_for(engine, "connect")
+        def set_clock(connection, record):
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET time_zone = '{zone}'")
+                cursor.execute(f"SET timestamp = {repeated}")
+
+        return engine
+
+    berlin, utc = at_that_moment("SYSTEM"), at_that_moment("+00:00")
+    holder, _, _ = tickers(utc, key, TICKER_LOCK_TTL=30)
+    other, _, _ = tickers(berlin, key, TICKER_LOCK_TTL=30)
+    assert is_runner(holder)
+    assert not is_runner(other)  # the lease is 30 s from expiring in every zone
+    for engine in (berlin, utc):
+        engine.dispose()
 
 
 def test_the_state_is_the_same_in_every_process_and_survives_a_restart(database, key, tickers):
