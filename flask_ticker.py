@@ -2579,7 +2579,7 @@ class _SqlLease(_Lease):
         return [json.loads(run) for run in runs]
 
 
-def _sql_engine(url: str) -> Any:
+def _sql_engine(url: str, ttl: float) -> Any:
     try:
         import sqlalchemy as sa
     except ImportError:
@@ -2594,15 +2594,24 @@ def _sql_engine(url: str) -> Any:
             "TICKER_LOCK must be a database URL such as"
             f" postgresql://user:password@host/db, got {_redact(url)!r}"
         ) from None
-    sqlite = parsed.get_backend_name() == "sqlite"
-    if sqlite and parsed.database in (None, "", ":memory:"):
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
         raise ValueError(
             "TICKER_LOCK must name an SQLite file, sqlite:///path/to/file.db, got"
             f" {_redact(url)!r}: an in-memory database is this process's alone"
         )
     # Its own small pool, never the app's sessions.  A call that hangs would
-    # hold up renewals and stop(): connections time out.
-    options = {"timeout": 5} if sqlite else {"connect_timeout": 5}
+    # hold up renewals and stop(), so calls time out, in whole seconds as
+    # drivers take them.  PostgreSQL's drivers have no read timeout: TCP
+    # keepalives find a database host that is gone, not one that hangs.
+    seconds = max(2, round(min(5.0, ttl / 3)))
+    if backend == "sqlite":
+        options = {"timeout": seconds}  # for another process's write
+    elif backend == "postgresql":
+        options = {"connect_timeout": seconds, "keepalives_idle": seconds}
+        options |= {"keepalives_interval": 1, "keepalives_count": 3}
+    else:  # MySQL, MariaDB
+        options = {"connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds}
     return sa.create_engine(
         parsed,
         pool_size=1,
@@ -2622,7 +2631,7 @@ def _lease(lock: Any, key: str, ttl: float, log: logging.Logger) -> _Lease:
         if scheme in ("redis", "rediss", "unix"):
             return _RedisLease(_redis_client(lock, ttl), key, ttl, _redact(lock))
         if scheme.partition("+")[0] in ("postgresql", "mysql", "mariadb", "sqlite"):
-            return _SqlLease(_sql_engine(lock), key, ttl, _redact(lock))
+            return _SqlLease(_sql_engine(lock, ttl), key, ttl, _redact(lock))
         raise ValueError(
             "TICKER_LOCK must be a path, a redis://, rediss:// or unix:// URL, or a"
             f" postgresql://, mysql://, mariadb:// or sqlite:/// URL, got {_redact(lock)!r}"

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -498,6 +499,32 @@ def test_with_the_database_down_runs_stop_within_the_ttl_and_resume_after(
     warnings = [r.getMessage() for r in caplog.records if "cannot be used (" in r.getMessage()]
     assert len(warnings) == 1 and PASSWORD not in warnings[0], warnings
     assert len([r for r in caplog.records if "can be used again" in r.getMessage()]) == 1
+
+
+def test_a_database_that_hangs_holds_up_stop_only_until_its_calls_time_out(
+    mariadb, key, tickers, caplog
+):
+    ticker, clock, ran = tickers(mariadb.url, key)
+    assert is_runner(ticker)
+    settle(ticker)
+    clock.now += 10  # a renewal and a run are due
+    stopped = threading.Event()
+
+    def renew_then_stop() -> None:
+        ticker.run_pending()
+        ticker.stop(0)
+        stopped.set()
+
+    os.kill(mariadb.proc.pid, signal.SIGSTOP)  # up, and answering nothing
+    try:
+        threading.Thread(target=renew_then_stop, daemon=True).start()
+        # Each call waits 2 s at most: a renewal, a save, a release.
+        returned = stopped.wait(30)
+    finally:
+        os.kill(mariadb.proc.pid, signal.SIGCONT)
+    assert returned, "stop() hung on a database that answers nothing"
+    assert ran == [1000.0]  # the run due at 1010 was not started
+    assert "cannot be used" in caplog.text
 
 
 @SERVERS  # an SQLite file neither goes down nor has a password
