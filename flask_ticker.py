@@ -2362,12 +2362,12 @@ class _RedisLease(_Lease):
 # (and none of its DST hours) shifts, unlike UNIX_TIMESTAMP(NOW()).
 _SQL_NOW = {
     "postgresql": "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-    "mysql": "TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000",
+    "mysql": "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000)",
     "sqlite": "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
 }
-# Where the lease is taken, this process may hold it still: after a
-# lapse of its own, it need not wait out its own TTL.
 _SQL = {
+    # Where the lease is taken, this process may hold it still: after a
+    # lapse of its own, it need not wait out its own TTL.
     "take": """UPDATE flask_ticker_lease SET token = :token, holder = :holder,
         expires = {now} + :ttl WHERE name = :name
         AND (token IS NULL OR token = :token OR expires < {now})""",
@@ -2379,7 +2379,9 @@ _SQL = {
         WHERE name = :name AND token = :token AND expires >= {now}""",
     "held": """SELECT COUNT(*) FROM flask_ticker_lease
         WHERE name = :name AND token IS NOT NULL AND expires >= {now}""",
-    "state": "SELECT state FROM flask_ticker_lease WHERE name = :name",
+    # The state, then the runs by hand: one statement, so one snapshot.
+    "load": """SELECT state, 0 AS id FROM flask_ticker_lease WHERE name = :name
+        UNION ALL SELECT run, id FROM flask_ticker_runs WHERE name = :name ORDER BY id""",
     "make": "INSERT INTO flask_ticker_lease (name, expires) VALUES (:name, 0)",
     # Changes nothing, so it counts the row only if the driver counts the
     # rows matched, not those changed: else a take would look lost when it
@@ -2400,9 +2402,9 @@ class _SqlLease(_Lease):
 
     The lease is a row of ``flask_ticker_lease``, named ``key``: who holds
     it, their random token, and when it expires, in milliseconds of the
-    database's clock.  Each call is one statement that compares the token
-    and the time, so that a process that lost the lease can change neither
-    it nor the state, kept in the same row.  Runs made by hand are rows of
+    database's clock.  Each call is a transaction whose one statement on
+    that row compares the token and the time, so that a process that lost
+    the lease can change neither it nor the state, kept in the same row.  Runs made by hand are rows of
     ``flask_ticker_runs``.  No advisory locks: they belong to a connection,
     which a pooler (pgbouncer) may give to another client.
     """
@@ -2424,79 +2426,84 @@ class _SqlLease(_Lease):
             )
         now = _SQL_NOW[dialect]
         self._sql = {name: sa.text(sql.format(now=now)) for name, sql in _SQL.items()}
-        state = sa.Text()
+        state_type = sa.Text()
         if dialect == "mysql":  # where TEXT holds only 64 KiB
             from sqlalchemy.dialects.mysql import LONGTEXT
 
-            state = LONGTEXT()
-        self._tables = sa.MetaData()
-        sa.Table(
+            state_type = LONGTEXT()
+        tables = sa.MetaData()
+        lease = sa.Table(
             "flask_ticker_lease",
-            self._tables,
+            tables,
             sa.Column("name", sa.String(190), primary_key=True),
             sa.Column("holder", sa.String(190)),
             sa.Column("token", sa.String(32)),
             sa.Column("expires", sa.BigInteger, nullable=False),
-            sa.Column("state", state),
+            sa.Column("state", state_type),
         )
-        sa.Table(
+        runs = sa.Table(
             "flask_ticker_runs",
-            self._tables,
+            tables,
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
             sa.Column("name", sa.String(190), nullable=False, index=True),
             sa.Column("started", sa.Double, nullable=False),  # FLOAT is 4 bytes on MySQL
             sa.Column("run", sa.Text, nullable=False),
         )
-        self._made = False  # the row is there, and counted as it should be
+        # In the order they are made: where the lease's table is, so is the other.
+        self._tables = (runs, lease)
+        self._row_found = False  # there, and counted as it should be: see _call
         self._token = os.urandom(16).hex()
         self._down = False  # whether the last call failed: outages are logged once
 
-    def _make_tables(self) -> None:
-        # In a transaction of its own, as the first call of a process found
-        # them missing; so did others maybe, which may make them meanwhile.
-        try:
-            with self.engine.begin() as conn:
-                self._tables.create_all(conn, checkfirst=True)
-        except self._sa.exc.DBAPIError:  # made by another process meanwhile, or down
-            with self.engine.begin() as conn:
-                self._tables.create_all(conn, checkfirst=True)
-
-    def _find_row(self, conn: Any) -> None:
-        # The first call of a process, in the same transaction: the lease's
-        # row must be there, or be made, and be counted (see "touch").
-        key = {"name": self.key}
-        if conn.execute(self._sql["touch"], key).rowcount != 1:
-            conn.execute(self._sql["make"], key)  # IntegrityError if it was there
-            if conn.execute(self._sql["touch"], key).rowcount != 1:
-                raise self._miscounted()
-        self._made = True
-
-    def _miscounted(self) -> RuntimeError:
+    def _miscount_error(self) -> RuntimeError:
         return RuntimeError(
             f"TICKER_LOCK ({self.where}): the driver counts the rows an UPDATE"
             " changed, not those it matched; use one of SQLAlchemy's own dialects,"
             " which count matched rows (CLIENT_FOUND_ROWS)"
         )
 
-    def _do(self, work: Callable[[Any], Any]) -> Any:
-        sa = self._sa
-        try:
-            for first in (True, False):
-                try:
-                    with self.engine.begin() as conn:
-                        if not self._made:
-                            self._find_row(conn)
+    def _call(self, work: Callable[[Any], Any]) -> Any:
+        """``work(conn)`` in a transaction.  Until then, a process's first
+        call finds the lease's row in the same transaction, counted as it
+        should be (see "touch"); if it is missing, it is made, with the
+        tables if need be, and the call is tried again."""
+        sa, key, tables = self._sa, {"name": self.key}, ()
+        for tries_left in (2, 1, 0):
+            try:
+                with self.engine.begin() as conn:
+                    found = self._row_found or conn.execute(self._sql["touch"], key).rowcount == 1
+                    if found:
                         result = work(conn)
-                    break
-                except sa.exc.IntegrityError:  # the row: made meanwhile, or miscounted
-                    if self._made:
-                        raise
-                    if not first:
-                        raise self._miscounted() from None
-                except sa.exc.DBAPIError:
-                    if self._made or not first:
-                        raise
-                    self._make_tables()  # a database that is down fails again here
+            except sa.exc.DBAPIError as exc:
+                # SQLite says "no such table" as it says "cannot connect".
+                missing = not isinstance(exc, self._errors) or "no such table" in str(exc)
+                if self._row_found or not tries_left or not missing:
+                    raise
+                found, tables = False, self._tables
+            if found:
+                self._row_found = True
+                return result
+            if not tries_left:  # made, or there, and still not counted
+                raise self._miscount_error()
+            self._make_row(tables)
+        raise AssertionError("unreachable: the last try returns or raises")
+
+    def _make_row(self, tables: tuple) -> None:
+        # With the tables it needs first.  Each in a transaction of its own,
+        # so that processes that start together wait for each other but never
+        # deadlock (a MySQL UPDATE that matched no row holds a gap lock that
+        # an INSERT would wait on).  Another process may make each meanwhile:
+        # then this one fails, and the next try finds it.
+        sa = self._sa
+        for table in tables:
+            with contextlib.suppress(sa.exc.DBAPIError), self.engine.begin() as conn:
+                table.create(conn, checkfirst=True)
+        with contextlib.suppress(sa.exc.IntegrityError), self.engine.begin() as conn:
+            conn.execute(self._sql["make"], {"name": self.key})
+
+    def _do(self, work: Callable[[Any], Any]) -> Any:
+        try:
+            result = self._call(work)
         except self._errors as exc:
             cause = getattr(exc, "orig", None) or exc  # a pool timeout has no driver error
             why = f"{type(cause).__name__}: {str(cause).strip()}"
@@ -2518,13 +2525,14 @@ class _SqlLease(_Lease):
             self.log.info("the database at %s (TICKER_LOCK) can be used again", self.where)
         return result
 
-    def _query(self, name: str, result: Callable[[Any], Any], **params: Any) -> Any:
-        """``result`` of the statement ``name`` of _SQL, for this lease's row."""
+    def _query(self, statement: str, read: Callable[[Any], Any], /, **params: Any) -> Any:
+        """What ``read`` takes from the result of ``_SQL[statement]``, executed
+        for this lease's row and token."""
         params |= {"name": self.key, "token": self._token}
-        return self._do(lambda conn: result(conn.execute(self._sql[name], params)))
+        return self._do(lambda conn: read(conn.execute(self._sql[statement], params)))
 
-    def _update(self, name: str, **params: Any) -> bool:
-        return self._query(name, lambda result: result.rowcount == 1, **params)
+    def _update(self, statement: str, **params: Any) -> bool:
+        return self._query(statement, lambda result: result.rowcount == 1, **params)
 
     def take(self, block: bool) -> bool:
         return self._update("take", holder=f"{socket.gethostname()}:{os.getpid()}", ttl=self._ms)
@@ -2543,15 +2551,14 @@ class _SqlLease(_Lease):
         return bool(self._query("held", lambda result: result.scalar()))
 
     def load(self) -> dict:
-        params = {"name": self.key, "since": 0.0}
-
-        def read(conn: Any) -> tuple:
-            runs = conn.execute(self._sql["runs"], params).scalars().all()
-            return conn.execute(self._sql["state"], params).scalar(), runs
-
-        state, runs = self._do(read)
+        state, runs = "", []
+        for text, row_id in self._query("load", lambda result: result.all()):
+            if row_id == 0:  # the lease's row
+                state = text or ""
+            else:
+                runs.append(json.loads(text))
         try:
-            return _decode_state((state or "").splitlines(), [json.loads(run) for run in runs])
+            return _decode_state(state.splitlines(), runs)
         except ValueError:
             self.log.warning(
                 "ignoring the state of %s in the database, which is damaged", self.key

@@ -242,8 +242,9 @@ def import_contender(name: str) -> None:
 
 def import_database_driver() -> None:
     """What TICKER_LOCK = "postgresql+psycopg2://..." imports: SQLAlchemy and
-    its driver, which an app with a database (Flask-SQLAlchemy) has imported
-    before it makes a Ticker."""
+    its driver.  The SQL column's import row counts them; its other rows run
+    with them imported already, as in an app with a database (Flask-SQLAlchemy),
+    which imports them before it makes a Ticker."""
     import psycopg2  # noqa: F401
     import sqlalchemy.dialects.postgresql.psycopg2  # noqa: F401
 
