@@ -2463,10 +2463,10 @@ class _SqlLease(_Lease):
         )
 
     def _call(self, work: Callable[[Any], Any]) -> Any:
-        """``work(conn)`` in a transaction.  Until then, a process's first
-        call finds the lease's row in the same transaction, counted as it
-        should be (see "touch"); if it is missing, it is made, with the
-        tables if need be, and the call is tried again."""
+        """``work(conn)`` in a transaction.  Until one has found the lease's
+        row, counted as it should be (see "touch"), each call looks for it
+        first, in the same transaction; where it is missing, it is made, with
+        the tables if need be, and the call is tried again."""
         sa, key, tables = self._sa, {"name": self.key}, ()
         for tries_left in (2, 1, 0):
             try:
